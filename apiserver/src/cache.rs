@@ -1,0 +1,453 @@
+//! The watch cache: one etcd watch over the whole `/registry` prefix feeds an
+//! ordered in-memory copy of every object and a ring of recent events. LIST and
+//! WATCH are served from here, never by one etcd watch per client.
+//!
+//! Objects are kept as their JSON bytes with metadata.resourceVersion already
+//! filled in, so a LIST is a concatenation; labels are parsed once on ingest.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::ops::Bound;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{broadcast, mpsc, watch};
+
+use crate::storage::{prefix_end, Storage, StorageError};
+
+const LIST_PAGE: i64 = 1_000;
+
+#[derive(Debug)]
+pub struct Entry {
+    pub rev: i64,
+    pub data: Bytes,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Added => "ADDED",
+            EventType::Modified => "MODIFIED",
+            EventType::Deleted => "DELETED",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct CacheEvent {
+    pub rev: i64,
+    pub key: String,
+    pub typ: EventType,
+    /// The object after the change; for a deletion, its last state with the deletion's revision.
+    pub obj: Arc<Entry>,
+    pub prev: Option<Arc<Entry>>,
+}
+
+/// What a watcher receives from the broadcast: an event, or a relist that ended every watch.
+#[derive(Debug, Clone)]
+pub enum Feed {
+    Event(Arc<CacheEvent>),
+    Reset,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("too old resource version: {requested} ({oldest})")]
+    Gone { requested: i64, oldest: i64 },
+    #[error("Too large resource version: {requested}, current: {current}")]
+    TooLarge { requested: i64, current: i64 },
+    #[error("the watch cache is not ready")]
+    NotReady,
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+#[derive(Default)]
+struct State {
+    objects: BTreeMap<String, Arc<Entry>>,
+    events: VecDeque<Arc<CacheEvent>>,
+    rev: i64,
+    /// Every event with a revision above this one is still in `events`.
+    oldest: i64,
+    ready: bool,
+}
+
+pub struct Cache {
+    state: RwLock<State>,
+    feed: broadcast::Sender<Feed>,
+    rev: watch::Sender<i64>,
+    progress: mpsc::Sender<()>,
+    progress_rx: std::sync::Mutex<Option<mpsc::Receiver<()>>>,
+    storage: Storage,
+    prefix: String,
+    /// How many recent events a watcher can resume from.
+    ring: usize,
+}
+
+/// A watcher's starting point, taken atomically with its subscription.
+pub struct Subscription {
+    /// Objects existing at `rev` (filled only when initial events were asked for).
+    pub initial: Vec<(String, Arc<Entry>)>,
+    /// Buffered events after the requested revision.
+    pub backlog: Vec<Arc<CacheEvent>>,
+    pub rx: broadcast::Receiver<Feed>,
+    /// Events from `rx` at or below this revision were already delivered.
+    pub rev: i64,
+}
+
+/// One page of a LIST.
+pub struct ListPage {
+    pub items: Vec<Arc<Entry>>,
+    pub rev: i64,
+    /// The key after which the next page starts, when there is one.
+    pub next: Option<String>,
+    pub remaining: usize,
+}
+
+impl Cache {
+    pub fn new(storage: Storage, prefix: &str, ring: usize) -> Arc<Cache> {
+        let (feed, _) = broadcast::channel(ring.max(1024));
+        let (rev, _) = watch::channel(0);
+        let (progress, progress_rx) = mpsc::channel(1);
+        Arc::new(Cache {
+            state: RwLock::new(State::default()),
+            feed,
+            rev,
+            progress,
+            progress_rx: std::sync::Mutex::new(Some(progress_rx)),
+            storage,
+            prefix: format!("{}/", prefix.trim_end_matches('/')),
+            ring,
+        })
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.read().ready
+    }
+
+    pub fn revision(&self) -> i64 {
+        self.read().rev
+    }
+
+    /// Feed the cache until `shutdown` fires: list, then watch; relist after errors.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut progress_rx = match self.progress_rx.lock().ok().and_then(|mut g| g.take()) {
+            Some(rx) => rx,
+            None => return,
+        };
+        loop {
+            tokio::select! {
+                res = self.sync(&mut progress_rx) => {
+                    if let Err(e) = res {
+                        tracing::warn!(error = %e, "watch cache lost its etcd watch; relisting");
+                    }
+                }
+                _ = crate::stopped(&mut shutdown) => return,
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    async fn sync(&self, progress_rx: &mut mpsc::Receiver<()>) -> Result<(), CacheError> {
+        let end = prefix_end(&self.prefix);
+        let mut objects = BTreeMap::new();
+        let mut start = self.prefix.clone();
+        let mut at = 0;
+        loop {
+            let (kvs, more, rev) = self.storage.range(&start, &end, at, LIST_PAGE).await?;
+            if at == 0 {
+                at = rev;
+            }
+            for kv in &kvs {
+                if let Some(e) = entry(&kv.value, kv.mod_revision) {
+                    objects.insert(kv.key.clone(), Arc::new(e));
+                }
+            }
+            match kvs.last() {
+                Some(last) if more => start = format!("{}\0", last.key),
+                _ => break,
+            }
+        }
+        {
+            let mut st = self.write();
+            let was_ready = st.ready;
+            st.objects = objects;
+            st.events.clear();
+            st.rev = at;
+            st.oldest = at;
+            st.ready = true;
+            if was_ready {
+                let _ = self.feed.send(Feed::Reset);
+            }
+        }
+        self.rev.send_replace(at);
+        tracing::info!(revision = at, "watch cache synced");
+
+        let mut stream = self.storage.watch(&self.prefix, at + 1).await?;
+        loop {
+            tokio::select! {
+                msg = stream.message() => {
+                    let resp = match msg.map_err(StorageError::from)? {
+                        Some(r) => r,
+                        None => return Err(StorageError::Etcd("watch stream closed".into()).into()),
+                    };
+                    if resp.canceled() || resp.compact_revision() > 0 {
+                        return Err(StorageError::Etcd(format!("watch canceled: {}", resp.cancel_reason())).into());
+                    }
+                    let header_rev = resp.header().map(|h| h.revision()).unwrap_or(0);
+                    if resp.events().is_empty() {
+                        self.advance(header_rev);
+                        continue;
+                    }
+                    for ev in resp.events() {
+                        self.apply(ev);
+                    }
+                }
+                Some(()) = progress_rx.recv() => {
+                    stream.request_progress().await.map_err(StorageError::from)?;
+                }
+            }
+        }
+    }
+
+    fn advance(&self, rev: i64) {
+        let mut st = self.write();
+        if rev > st.rev {
+            st.rev = rev;
+            drop(st);
+            self.rev.send_replace(rev);
+        }
+    }
+
+    fn apply(&self, ev: &etcd_client::Event) {
+        let Some(kv) = ev.kv() else { return };
+        let key = String::from_utf8_lossy(kv.key()).into_owned();
+        let rev = kv.mod_revision();
+        let mut st = self.write();
+        let prev = st.objects.get(&key).cloned();
+        let event = match ev.event_type() {
+            etcd_client::EventType::Put => {
+                let Some(e) = entry(kv.value(), rev) else {
+                    tracing::warn!(%key, "ignoring a value that is not a JSON object");
+                    return;
+                };
+                let e = Arc::new(e);
+                st.objects.insert(key.clone(), e.clone());
+                let typ = if prev.is_some() {
+                    EventType::Modified
+                } else {
+                    EventType::Added
+                };
+                CacheEvent {
+                    rev,
+                    key,
+                    typ,
+                    obj: e,
+                    prev,
+                }
+            }
+            etcd_client::EventType::Delete => {
+                st.objects.remove(&key);
+                let last = match (&prev, ev.prev_kv()) {
+                    (Some(p), _) => entry(&p.data, rev).map(|mut e| {
+                        e.labels = p.labels.clone();
+                        e
+                    }),
+                    (None, Some(pkv)) => entry(pkv.value(), rev),
+                    (None, None) => None,
+                };
+                let Some(last) = last else { return };
+                CacheEvent {
+                    rev,
+                    key,
+                    typ: EventType::Deleted,
+                    obj: Arc::new(last),
+                    prev,
+                }
+            }
+        };
+        let event = Arc::new(event);
+        if st.events.len() >= self.ring {
+            if let Some(old) = st.events.pop_front() {
+                st.oldest = old.rev;
+            }
+        }
+        st.events.push_back(event.clone());
+        st.rev = st.rev.max(rev);
+        let now = st.rev;
+        let _ = self.feed.send(Feed::Event(event));
+        drop(st);
+        self.rev.send_replace(now);
+    }
+
+    /// Wait until the cache has seen revision `target` (a consistent read asks for
+    /// etcd's current revision and waits for it here).
+    pub async fn wait_for(&self, target: i64) -> Result<(), CacheError> {
+        let mut rx = self.rev.subscribe();
+        if *rx.borrow() >= target && self.is_ready() {
+            return Ok(());
+        }
+        let _ = self.progress.try_send(());
+        let waited = tokio::time::timeout(Duration::from_secs(3), async {
+            loop {
+                if *rx.borrow_and_update() >= target && self.is_ready() {
+                    return;
+                }
+                if tokio::time::timeout(Duration::from_millis(100), rx.changed())
+                    .await
+                    .is_err()
+                {
+                    let _ = self.progress.try_send(());
+                }
+            }
+        })
+        .await;
+        match waited {
+            Ok(()) => Ok(()),
+            Err(_) => Err(CacheError::TooLarge {
+                requested: target,
+                current: self.revision(),
+            }),
+        }
+    }
+
+    /// Wait until the cache holds everything etcd has committed.
+    pub async fn wait_fresh(&self) -> Result<i64, CacheError> {
+        let rev = self.storage.current_revision().await?;
+        self.wait_for(rev).await?;
+        Ok(rev)
+    }
+
+    /// The revision a watcher may announce in a bookmark: the cache's, if the watcher
+    /// has received every event up to it (checked under the lock the feeder sends under).
+    pub fn bookmark_rev(&self, rx: &broadcast::Receiver<Feed>) -> Option<i64> {
+        let st = self.read();
+        rx.is_empty().then_some(st.rev)
+    }
+
+    pub fn get(&self, key: &str) -> Option<Arc<Entry>> {
+        self.read().objects.get(key).cloned()
+    }
+
+    /// Objects under `prefix` in key order, starting after `after`, at most `limit` (0 = all)
+    /// of those `keep` accepts.
+    pub fn list(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        keep: &dyn Fn(&str, &Entry) -> bool,
+    ) -> ListPage {
+        let st = self.read();
+        let end = prefix_end(prefix);
+        let lower = match after {
+            Some(k) => Bound::Excluded(k.to_string()),
+            None => Bound::Included(prefix.to_string()),
+        };
+        let mut items = Vec::new();
+        let mut next = None;
+        let mut remaining = 0;
+        for (k, e) in st.objects.range((lower, Bound::Excluded(end))) {
+            if !keep(k, e) {
+                continue;
+            }
+            if limit > 0 && items.len() >= limit {
+                remaining += 1;
+                continue;
+            }
+            items.push(e.clone());
+            if limit > 0 && items.len() == limit {
+                next = Some(k.clone());
+            }
+        }
+        if remaining == 0 {
+            next = None;
+        }
+        ListPage {
+            items,
+            rev: st.rev,
+            next,
+            remaining,
+        }
+    }
+
+    /// Start a watch: events after `since`, or (when `since` is None) a snapshot of
+    /// the objects under `prefix` as initial events followed by what comes after it.
+    pub fn subscribe(&self, prefix: &str, since: Option<i64>) -> Result<Subscription, CacheError> {
+        let st = self.read();
+        if !st.ready {
+            return Err(CacheError::NotReady);
+        }
+        let rx = self.feed.subscribe();
+        match since {
+            None => {
+                let end = prefix_end(prefix);
+                let initial = st
+                    .objects
+                    .range(prefix.to_string()..end)
+                    .map(|(k, e)| (k.clone(), e.clone()))
+                    .collect();
+                Ok(Subscription {
+                    initial,
+                    backlog: Vec::new(),
+                    rx,
+                    rev: st.rev,
+                })
+            }
+            Some(rv) => {
+                if rv < st.oldest {
+                    return Err(CacheError::Gone {
+                        requested: rv,
+                        oldest: st.oldest,
+                    });
+                }
+                let backlog = st
+                    .events
+                    .iter()
+                    .filter(|e| e.rev > rv && e.key.starts_with(prefix))
+                    .cloned()
+                    .collect();
+                Ok(Subscription {
+                    initial: Vec::new(),
+                    backlog,
+                    rx,
+                    rev: st.rev.max(rv),
+                })
+            }
+        }
+    }
+}
+
+/// A cache entry from a stored value: resourceVersion filled in, labels parsed.
+pub(crate) fn entry(value: &[u8], rev: i64) -> Option<Entry> {
+    let mut v: serde_json::Value = serde_json::from_slice(value).ok()?;
+    let meta = v
+        .as_object_mut()?
+        .entry("metadata")
+        .or_insert_with(|| serde_json::json!({}));
+    meta.as_object_mut()?
+        .insert("resourceVersion".into(), rev.to_string().into());
+    let labels = crate::selectors::object_labels(&v);
+    let data = serde_json::to_vec(&v).ok()?;
+    Some(Entry {
+        rev,
+        data: Bytes::from(data),
+        labels,
+    })
+}

@@ -1,0 +1,224 @@
+//! Discovery documents: /api, /apis, per group-version resource lists, and the
+//! aggregated discovery form (apidiscovery.k8s.io/v2) kubectl asks for first
+
+use serde_json::{json, Value};
+
+use crate::registry::{self, Resource, RESOURCES};
+
+const VERBS: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
+
+/// (group, version, kind, verbs) of a subresource.
+fn sub_info(
+    res: &Resource,
+    sub: &str,
+) -> (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static [&'static str],
+) {
+    match sub {
+        "scale" => ("autoscaling", "v1", "Scale", &["get", "patch", "update"]),
+        "binding" => ("", "v1", "Binding", &["create"]),
+        "eviction" => ("policy", "v1", "Eviction", &["create"]),
+        "finalize" => (res.group, res.version, res.kind, &["update"]),
+        _ => (
+            res.group,
+            res.version,
+            res.kind,
+            &["get", "patch", "update"],
+        ),
+    }
+}
+
+pub fn api_versions(server_address: &str) -> Value {
+    json!({
+        "kind": "APIVersions",
+        "versions": ["v1"],
+        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": server_address}],
+    })
+}
+
+fn group_entry(group: &str) -> Value {
+    let versions: Vec<Value> = registry::group_versions(group)
+        .iter()
+        .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
+        .collect();
+    json!({"name": group, "versions": versions, "preferredVersion": versions.first().cloned().unwrap_or(Value::Null)})
+}
+
+pub fn api_group_list() -> Value {
+    let groups: Vec<Value> = registry::groups()
+        .into_iter()
+        .filter(|g| !g.is_empty())
+        .map(group_entry)
+        .collect();
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+}
+
+pub fn api_group(group: &str) -> Option<Value> {
+    if group.is_empty() || !registry::groups().contains(&group) {
+        return None;
+    }
+    let mut g = group_entry(group);
+    g["kind"] = "APIGroup".into();
+    g["apiVersion"] = "v1".into();
+    Some(g)
+}
+
+pub fn resource_list(group: &str, version: &str) -> Option<Value> {
+    let mut resources = Vec::new();
+    for r in RESOURCES
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+    {
+        let mut e = json!({
+            "name": r.plural,
+            "singularName": r.singular,
+            "namespaced": r.namespaced,
+            "kind": r.kind,
+            "verbs": VERBS,
+        });
+        if !r.short_names.is_empty() {
+            e["shortNames"] = json!(r.short_names);
+        }
+        if !r.categories.is_empty() {
+            e["categories"] = json!(r.categories);
+        }
+        resources.push(e);
+        for sub in r.subresources {
+            let (g, v, kind, verbs) = sub_info(r, sub);
+            let mut s = json!({"name": format!("{}/{}", r.plural, sub), "singularName": "", "namespaced": r.namespaced, "kind": kind, "verbs": verbs});
+            if g != r.group || v != r.version {
+                s["group"] = g.into();
+                s["version"] = v.into();
+            }
+            resources.push(s);
+        }
+    }
+    if resources.is_empty() {
+        return None;
+    }
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
+    )
+}
+
+fn aggregated_resource(r: &Resource) -> Value {
+    let subs: Vec<Value> = r
+        .subresources
+        .iter()
+        .map(|sub| {
+            let (g, v, kind, verbs) = sub_info(r, sub);
+            json!({"subresource": sub, "responseKind": {"group": g, "version": v, "kind": kind}, "verbs": verbs})
+        })
+        .collect();
+    let mut e = json!({
+        "resource": r.plural,
+        "responseKind": {"group": r.group, "version": r.version, "kind": r.kind},
+        "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
+        "singularResource": r.singular,
+        "verbs": VERBS,
+    });
+    if !r.short_names.is_empty() {
+        e["shortNames"] = json!(r.short_names);
+    }
+    if !r.categories.is_empty() {
+        e["categories"] = json!(r.categories);
+    }
+    if !subs.is_empty() {
+        e["subresources"] = json!(subs);
+    }
+    e
+}
+
+/// Aggregated discovery for the core group (`core == true`, served at /api) or
+/// for every named group (/apis). `version` is "v2" or "v2beta1".
+pub fn aggregated(core: bool, version: &str) -> Value {
+    let mut items = Vec::new();
+    for g in registry::groups()
+        .into_iter()
+        .filter(|g| g.is_empty() == core)
+    {
+        let versions: Vec<Value> = registry::group_versions(g)
+            .into_iter()
+            .map(|v| {
+                let resources: Vec<Value> = RESOURCES
+                    .iter()
+                    .filter(|r| r.group == g && r.version == v)
+                    .map(aggregated_resource)
+                    .collect();
+                json!({"version": v, "resources": resources, "freshness": "Current"})
+            })
+            .collect();
+        let mut meta = json!({"creationTimestamp": null});
+        if !g.is_empty() {
+            meta["name"] = g.into();
+        }
+        items.push(json!({"metadata": meta, "versions": versions}));
+    }
+    json!({"kind": "APIGroupDiscoveryList", "apiVersion": format!("apidiscovery.k8s.io/{version}"), "metadata": {}, "items": items})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn core_list_has_pods_and_subresources() {
+        let l = resource_list("", "v1").expect("core");
+        let names: Vec<&str> = l["resources"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["name"].as_str())
+            .collect();
+        assert!(names.contains(&"pods"));
+        assert!(names.contains(&"pods/status"));
+        assert!(names.contains(&"pods/binding"));
+        assert!(resource_list("nope", "v1").is_none());
+    }
+
+    #[test]
+    fn scale_is_autoscaling_v1() {
+        let l = resource_list("apps", "v1").expect("apps");
+        let scale = l["resources"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["name"] == "deployments/scale")
+            .cloned();
+        let scale = scale.expect("deployments/scale");
+        assert_eq!(scale["group"], "autoscaling");
+        assert_eq!(scale["kind"], "Scale");
+    }
+
+    #[test]
+    fn aggregated_splits_core_from_groups() {
+        let core = aggregated(true, "v2");
+        assert_eq!(core["items"].as_array().map(Vec::len), Some(1));
+        let groups = aggregated(false, "v2");
+        let names: Vec<&str> = groups["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i["metadata"]["name"].as_str())
+            .collect();
+        assert!(names.contains(&"apps"));
+        assert!(!names.contains(&""));
+    }
+}

@@ -1,0 +1,451 @@
+//! kube-apiserver: the Kubernetes REST API over etcd.
+//!
+//! A request goes: TLS (client certificate) -> authentication (certificate or
+//! bearer token) -> routing -> the generic store (defaults, strategy,
+//! validation) -> etcd with compare-and-swap. LIST and WATCH are served from
+//! the watch cache, which one etcd watch keeps current. See docs/architecture.md.
+
+pub mod allocator;
+pub mod authn;
+pub mod cache;
+pub mod config;
+pub mod defaults;
+pub mod discovery;
+pub mod error;
+pub mod events;
+pub mod http;
+pub mod metrics;
+pub mod openapi;
+pub mod registry;
+pub mod selectors;
+pub mod services;
+pub mod ssa;
+pub mod storage;
+pub mod store;
+pub mod strategic;
+pub mod strategy;
+pub mod table;
+pub mod validation;
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use crate::allocator::Range;
+use crate::authn::{TokenFile, User};
+use crate::cache::Cache;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::storage::Storage;
+
+/// The Kubernetes version whose API this server speaks.
+pub const GIT_VERSION: &str = "v1.33.0";
+
+pub fn version_info() -> Value {
+    json!({
+        "major": "1",
+        "minor": "33",
+        "gitVersion": GIT_VERSION,
+        "gitCommit": option_env!("IRONKUBE_GIT_COMMIT").unwrap_or("unknown"),
+        "gitTreeState": "clean",
+        "buildDate": "1970-01-01T00:00:00Z",
+        "goVersion": "rust",
+        "compiler": "rustc",
+        "platform": format!("{}/{}", std::env::consts::OS, if std::env::consts::ARCH == "x86_64" { "amd64" } else { std::env::consts::ARCH }),
+    })
+}
+
+/// State shared by every request.
+pub struct Api {
+    pub prefix: String,
+    pub storage: Storage,
+    pub cache: Arc<Cache>,
+    pub metrics: Metrics,
+    pub openapi: openapi::OpenApi,
+    pub service_ips: Range,
+    pub node_ports: Range,
+    pub event_ttl: Duration,
+    event_lease: tokio::sync::Mutex<Option<(i64, Instant)>>,
+    pub shutdown: watch::Receiver<bool>,
+    shutting_down: AtomicBool,
+    advertise: IpAddr,
+    port: u16,
+}
+
+impl Api {
+    pub fn server_address(&self) -> String {
+        SocketAddr::new(self.advertise, self.port).to_string()
+    }
+
+    /// A lease for events, shared by the events created within a minute, as upstream.
+    pub async fn event_lease(&self) -> Result<i64, storage::StorageError> {
+        let mut g = self.event_lease.lock().await;
+        if let Some((id, at)) = *g {
+            if at.elapsed() < Duration::from_secs(60) {
+                return Ok(id);
+            }
+        }
+        let id = self
+            .storage
+            .grant_lease(self.event_ttl.as_secs() as i64 + 60)
+            .await?;
+        *g = Some((id, Instant::now()));
+        Ok(id)
+    }
+
+    /// /readyz: etcd answers, the watch cache is synced, and we are not shutting down.
+    pub async fn readiness(&self) -> (bool, String) {
+        let etcd = self.storage.healthy().await;
+        let cache = self.cache.is_ready();
+        let live = !self.shutting_down.load(Ordering::Relaxed);
+        let mark = |ok: bool| if ok { "[+]" } else { "[-]" };
+        let report = format!(
+            "{}ping ok\n{}etcd {}\n{}informer-sync {}\n{}shutdown {}\nreadyz check {}\n",
+            mark(true),
+            mark(etcd),
+            if etcd { "ok" } else { "failed" },
+            mark(cache),
+            if cache { "ok" } else { "failed" },
+            mark(live),
+            if live { "ok" } else { "failed: shutting down" },
+            if etcd && cache && live {
+                "passed"
+            } else {
+                "failed"
+            },
+        );
+        (etcd && cache && live, report)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("tls: {0}")]
+    Tls(String),
+    #[error("listening on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("connecting to etcd: {0}")]
+    Etcd(#[from] storage::StorageError),
+}
+
+fn tls_config(cfg: &Config) -> Result<rustls::ServerConfig, ServeError> {
+    let tls = |e: &dyn std::fmt::Display| ServeError::Tls(e.to_string());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let certs: Vec<CertificateDer<'static>> =
+        rustls_pemfile::certs(&mut cfg.tls_cert_pem.as_slice())
+            .collect::<Result<_, _>>()
+            .map_err(|e| tls(&e))?;
+    if certs.is_empty() {
+        return Err(ServeError::Tls(
+            "--tls-cert-file holds no certificate".into(),
+        ));
+    }
+    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut cfg.tls_key_pem.as_slice())
+        .map_err(|e| tls(&e))?
+        .ok_or_else(|| ServeError::Tls("--tls-private-key-file holds no private key".into()))?;
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| tls(&e))?;
+    let verifier = match &cfg.client_ca_pem {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in rustls_pemfile::certs(&mut ca.as_slice()) {
+                roots.add(c.map_err(|e| tls(&e))?).map_err(|e| tls(&e))?;
+            }
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| tls(&e))?
+        }
+        None => WebPkiClientVerifier::no_client_auth(),
+    };
+    let mut sc = builder
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .map_err(|e| tls(&e))?;
+    sc.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(sc)
+}
+
+/// A bound, ready-to-serve apiserver (tests start one in-process on port 0).
+pub struct Server {
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    api: Arc<Api>,
+    tokens: Arc<TokenFile>,
+    shutdown_tx: watch::Sender<bool>,
+    cfg: Config,
+}
+
+impl Server {
+    /// Connect to etcd, bind the port, and start the watch cache.
+    pub async fn bind(cfg: Config) -> Result<Server, ServeError> {
+        let acceptor = TlsAcceptor::from(Arc::new(tls_config(&cfg)?));
+        let storage = Storage::connect(&cfg.etcd_servers, &cfg.etcd_tls).await?;
+        let addr = SocketAddr::new(cfg.bind_address, cfg.secure_port);
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Listen { addr, source })?;
+        let port = listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or(cfg.secure_port);
+        let (shutdown_tx, shutdown) = watch::channel(false);
+        let cache = Cache::new(storage.clone(), &cfg.etcd_prefix, cfg.watch_cache_size);
+        tokio::spawn(cache.clone().run(shutdown.clone()));
+        let api = Arc::new(Api {
+            prefix: cfg.etcd_prefix.clone(),
+            service_ips: Range::service_ips(
+                &cfg.etcd_prefix,
+                cfg.service_cidr.0,
+                cfg.service_cidr.1,
+            ),
+            node_ports: Range::node_ports(&cfg.etcd_prefix, cfg.node_ports.0, cfg.node_ports.1),
+            storage,
+            cache,
+            metrics: Metrics::new(),
+            openapi: openapi::OpenApi::build(),
+            event_ttl: cfg.event_ttl,
+            event_lease: tokio::sync::Mutex::new(None),
+            shutdown,
+            shutting_down: AtomicBool::new(false),
+            advertise: cfg.advertise_address,
+            port,
+        });
+        Ok(Server {
+            listener,
+            acceptor,
+            api,
+            tokens: Arc::new(cfg.tokens.clone()),
+            shutdown_tx,
+            cfg,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn api(&self) -> Arc<Api> {
+        self.api.clone()
+    }
+
+    /// Serve until `stop` fires, then drain: readyz fails, watches end, connections close.
+    pub async fn serve(self, mut stop: watch::Receiver<bool>) {
+        let Server {
+            listener,
+            acceptor,
+            api,
+            tokens,
+            shutdown_tx,
+            cfg,
+        } = self;
+        tracing::info!(addr = ?listener.local_addr().ok(), "serving securely");
+        let boot = tokio::spawn(bootstrap(api.clone(), cfg));
+        let mut conns = tokio::task::JoinSet::new();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let Ok((tcp, peer)) = accepted else { continue };
+                    let _ = tcp.set_nodelay(true);
+                    conns.spawn(serve_conn(tcp, peer, acceptor.clone(), api.clone(), tokens.clone()));
+                }
+                Some(_) = conns.join_next(), if !conns.is_empty() => {}
+                _ = crate::stopped(&mut stop) => break,
+            }
+        }
+        tracing::info!("shutting down: readyz fails, in-flight requests drain");
+        boot.abort();
+        api.shutting_down.store(true, Ordering::Relaxed);
+        drop(listener);
+        let _ = shutdown_tx.send(true);
+        let drain = async { while conns.join_next().await.is_some() {} };
+        if tokio::time::timeout(Duration::from_secs(60), drain)
+            .await
+            .is_err()
+        {
+            tracing::warn!("connections still open after 60s; closing them");
+        }
+    }
+}
+
+async fn serve_conn(
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    acceptor: TlsAcceptor,
+    api: Arc<Api>,
+    tokens: Arc<TokenFile>,
+) {
+    let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => return,
+    };
+    let cert_user: Option<User> = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(|c| authn::user_from_cert(c.as_ref()));
+    let api2 = api.clone();
+    let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let api = api2.clone();
+        let user = cert_user.clone().or_else(|| {
+            req.headers()
+                .get(hyper::header::AUTHORIZATION)
+                .and_then(|h| h.to_str().ok())
+                .and_then(authn::bearer)
+                .and_then(|t| tokens.lookup(t).cloned())
+        });
+        async move { Ok::<_, Infallible>(http::handle(api, user, req).await) }
+    });
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+    tokio::pin!(conn);
+    let mut shutdown = api.shutdown.clone();
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(%peer, error = %e, "connection ended");
+            }
+        }
+        _ = crate::stopped(&mut shutdown) => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(30), conn).await;
+        }
+    }
+}
+
+/// What every cluster has from the start: the system namespaces and the
+/// `kubernetes` Service pointing at this apiserver.
+async fn bootstrap(api: Arc<Api>, cfg: Config) {
+    let system = User {
+        name: "system:apiserver".into(),
+        uid: String::new(),
+        groups: vec!["system:masters".into()],
+    };
+    loop {
+        if api.cache.is_ready() {
+            match bootstrap_once(&api, &system, &cfg).await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e.message, "bootstrapping system objects; retrying")
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn bootstrap_once(api: &Arc<Api>, user: &User, cfg: &Config) -> Result<(), error::ApiError> {
+    let ctx = |res: &'static str, ns: Option<&str>| -> Result<store::Ctx<'_>, error::ApiError> {
+        let (group, version) = match res {
+            "endpointslices" => ("discovery.k8s.io", "v1"),
+            _ => ("", "v1"),
+        };
+        Ok(store::Ctx {
+            api,
+            res: registry::lookup(group, version, res)
+                .ok_or_else(|| error::ApiError::internal(format!("no {res}")))?,
+            ns: ns.map(str::to_string),
+            user,
+            dry_run: false,
+            manager: "kube-apiserver".into(),
+            field_validation: store::FieldValidation::Ignore,
+            warnings: std::sync::Mutex::new(Vec::new()),
+        })
+    };
+    let exists = |e: &error::ApiError| e.code == 409 && e.reason == "AlreadyExists";
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        match store::create(&ctx("namespaces", None)?, json!({"metadata": {"name": ns}})).await {
+            Ok(_) => tracing::info!(namespace = ns, "created system namespace"),
+            Err(e) if exists(&e) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let ip = api.service_ips.first();
+    let svc = json!({
+        "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"component": "apiserver", "provider": "kubernetes"}},
+        "spec": {"clusterIP": ip, "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": api.port}], "sessionAffinity": "None", "type": "ClusterIP"},
+    });
+    match store::create(&ctx("services", Some("default"))?, svc).await {
+        Ok(_) => tracing::info!(cluster_ip = %ip, "created the kubernetes service"),
+        Err(e) if exists(&e) => {}
+        Err(e) if e.code == 422 && e.message.contains("already allocated") => {}
+        Err(e) => return Err(e),
+    }
+    let addr = cfg.advertise_address.to_string();
+    let eps = json!({
+        "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+        "subsets": [{"addresses": [{"ip": addr}], "ports": [{"name": "https", "port": api.port, "protocol": "TCP"}]}],
+    });
+    let name_ctx = ctx("endpoints", Some("default"))?;
+    store::update(&name_ctx, "kubernetes", None, eps).await?;
+    let slice = json!({
+        "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"kubernetes.io/service-name": "kubernetes", "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [addr], "conditions": {"ready": true}}],
+        "ports": [{"name": "https", "port": api.port, "protocol": "TCP"}],
+    });
+    let sctx = ctx("endpointslices", Some("default"))?;
+    match store::update(&sctx, "kubernetes", None, slice.clone()).await {
+        Ok(_) => {}
+        Err(e) if e.code == 404 => {
+            store::create(&sctx, slice).await?;
+        }
+        Err(e) => return Err(e),
+    }
+    Ok(())
+}
+
+/// Resolves once a shutdown channel says stop (or its sender is gone).
+pub async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+/// Run until SIGTERM or SIGINT.
+pub async fn run(cfg: Config) -> Result<(), ServeError> {
+    let server = Server::bind(cfg).await?;
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        let _ = tx.send(true);
+    });
+    server.serve(rx).await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("received SIGTERM"),
+                _ = int.recv() => tracing::info!("received SIGINT"),
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! etcd storage: the only code that talks to etcd. Values are JSON objects
+//! stored without metadata.resourceVersion; an object's resourceVersion is its
+//! key's mod revision, and every write is compare-and-swap on it.
+
+use std::time::Duration;
+
+use etcd_client::{
+    Certificate, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, Identity,
+    PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse, WatchOptions, WatchStream,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("key {key} already exists")]
+    AlreadyExists { key: String },
+    #[error("key {key} not found")]
+    NotFound { key: String },
+    /// The key's mod revision is not the expected one.
+    #[error("key {key} was modified (expected revision {expected})")]
+    Conflict { key: String, expected: i64 },
+    #[error("revision {requested} has been compacted (compacted at {compacted})")]
+    Compacted { requested: i64, compacted: i64 },
+    #[error("etcd: {0}")]
+    Etcd(String),
+}
+
+impl From<etcd_client::Error> for StorageError {
+    fn from(e: etcd_client::Error) -> Self {
+        let s = e.to_string();
+        if s.contains("required revision has been compacted") {
+            return StorageError::Compacted {
+                requested: 0,
+                compacted: 0,
+            };
+        }
+        StorageError::Etcd(s)
+    }
+}
+
+pub type StorageResult<T> = Result<T, StorageError>;
+
+/// TLS material for the etcd client (`--etcd-cafile`, `--etcd-certfile`, `--etcd-keyfile`).
+#[derive(Debug, Clone, Default)]
+pub struct EtcdTls {
+    pub ca_pem: Option<Vec<u8>>,
+    pub cert_pem: Option<Vec<u8>>,
+    pub key_pem: Option<Vec<u8>>,
+}
+
+/// A key's value and mod revision.
+#[derive(Debug, Clone)]
+pub struct Kv {
+    pub key: String,
+    pub value: Vec<u8>,
+    pub mod_revision: i64,
+}
+
+#[derive(Clone)]
+pub struct Storage {
+    client: Client,
+}
+
+const MAX_MSG: usize = 64 * 1024 * 1024;
+
+impl Storage {
+    /// Connect to every endpoint; the client balances and fails over between them.
+    pub async fn connect(endpoints: &[String], tls: &EtcdTls) -> StorageResult<Storage> {
+        let mut opts = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(5))
+            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
+            .with_keep_alive_while_idle(true);
+        let uses_tls = endpoints.iter().any(|e| e.starts_with("https://"));
+        if uses_tls {
+            let mut t = TlsOptions::new();
+            if let Some(ca) = &tls.ca_pem {
+                t = t.ca_certificate(Certificate::from_pem(ca));
+            }
+            if let (Some(c), Some(k)) = (&tls.cert_pem, &tls.key_pem) {
+                t = t.identity(Identity::from_pem(c, k));
+            }
+            opts = opts.with_tls(t);
+        }
+        let client = Client::connect(endpoints, Some(opts)).await?;
+        Ok(Storage { client })
+    }
+
+    fn kv(&self) -> etcd_client::KvClient {
+        self.client.kv_client().max_decoding_message_size(MAX_MSG)
+    }
+
+    /// The current revision of the whole store (a cheap read).
+    pub async fn current_revision(&self) -> StorageResult<i64> {
+        let resp = self
+            .kv()
+            .get("\0", Some(GetOptions::new().with_count_only()))
+            .await?;
+        Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
+    }
+
+    pub async fn get(&self, key: &str) -> StorageResult<Option<Kv>> {
+        let resp = self.kv().get(key, None).await?;
+        Ok(resp.kvs().first().map(to_kv))
+    }
+
+    /// One page of a range read: keys from `start` (inclusive) up to `end` (exclusive) at
+    /// `revision` (0 = latest). Returns the keys, whether more follow, and the read's revision.
+    pub async fn range(
+        &self,
+        start: &str,
+        end: &str,
+        revision: i64,
+        limit: i64,
+    ) -> StorageResult<(Vec<Kv>, bool, i64)> {
+        let mut opts = GetOptions::new().with_range(end);
+        if revision > 0 {
+            opts = opts.with_revision(revision);
+        }
+        if limit > 0 {
+            opts = opts.with_limit(limit);
+        }
+        let resp = self.kv().get(start, Some(opts)).await.map_err(|e| {
+            let err = StorageError::from(e);
+            match err {
+                StorageError::Compacted { .. } => StorageError::Compacted {
+                    requested: revision,
+                    compacted: 0,
+                },
+                other => other,
+            }
+        })?;
+        let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
+        Ok((resp.kvs().iter().map(to_kv).collect(), resp.more(), rev))
+    }
+
+    /// Create `key` only if it does not exist. Returns the new mod revision.
+    pub async fn create(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        lease: Option<i64>,
+    ) -> StorageResult<i64> {
+        let put = lease.map(|id| PutOptions::new().with_lease(id));
+        let txn = Txn::new()
+            .when([Compare::create_revision(key, CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key, value, put)]);
+        let resp = self.kv().txn(txn).await?;
+        if !resp.succeeded() {
+            return Err(StorageError::AlreadyExists {
+                key: key.to_string(),
+            });
+        }
+        Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
+    }
+
+    /// Replace `key` if its mod revision is still `expected`. Returns the new mod revision.
+    pub async fn update(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        expected: i64,
+        lease: Option<i64>,
+    ) -> StorageResult<i64> {
+        let put = lease.map(|id| PutOptions::new().with_lease(id));
+        let txn = Txn::new()
+            .when([Compare::mod_revision(key, CompareOp::Equal, expected)])
+            .and_then([TxnOp::put(key, value, put)])
+            .or_else([TxnOp::get(key, Some(GetOptions::new().with_count_only()))]);
+        let resp = self.kv().txn(txn).await?;
+        if !resp.succeeded() {
+            return Err(conflict_or_missing(key, expected, &resp.op_responses()));
+        }
+        Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
+    }
+
+    /// Delete `key` if its mod revision is still `expected`. Returns the deletion's revision.
+    pub async fn delete(&self, key: &str, expected: i64) -> StorageResult<i64> {
+        let txn = Txn::new()
+            .when([Compare::mod_revision(key, CompareOp::Equal, expected)])
+            .and_then([TxnOp::delete(key, None::<DeleteOptions>)])
+            .or_else([TxnOp::get(key, Some(GetOptions::new().with_count_only()))]);
+        let resp = self.kv().txn(txn).await?;
+        if !resp.succeeded() {
+            return Err(conflict_or_missing(key, expected, &resp.op_responses()));
+        }
+        Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
+    }
+
+    /// A lease that expires after `ttl` seconds (events' `--event-ttl`).
+    pub async fn grant_lease(&self, ttl: i64) -> StorageResult<i64> {
+        let resp = self.client.lease_client().grant(ttl, None).await?;
+        Ok(resp.id())
+    }
+
+    /// Watch every key under `prefix` from `from_rev` (inclusive), with previous values.
+    pub async fn watch(&self, prefix: &str, from_rev: i64) -> StorageResult<WatchStream> {
+        let opts = WatchOptions::new()
+            .with_prefix()
+            .with_prev_key()
+            .with_progress_notify()
+            .with_start_revision(from_rev);
+        Ok(self.client.watch_client().watch(prefix, Some(opts)).await?)
+    }
+
+    /// Compact history up to `rev` (tests and the compactor).
+    pub async fn compact(&self, rev: i64) -> StorageResult<()> {
+        self.client.kv_client().compact(rev, None).await?;
+        Ok(())
+    }
+
+    /// Is etcd answering? (readyz)
+    pub async fn healthy(&self) -> bool {
+        matches!(
+            tokio::time::timeout(Duration::from_secs(2), self.current_revision()).await,
+            Ok(Ok(_))
+        )
+    }
+}
+
+fn conflict_or_missing(key: &str, expected: i64, ops: &[TxnOpResponse]) -> StorageError {
+    let exists = ops
+        .iter()
+        .any(|op| matches!(op, TxnOpResponse::Get(g) if g.count() > 0));
+    if exists {
+        StorageError::Conflict {
+            key: key.to_string(),
+            expected,
+        }
+    } else {
+        StorageError::NotFound {
+            key: key.to_string(),
+        }
+    }
+}
+
+fn to_kv(kv: &etcd_client::KeyValue) -> Kv {
+    Kv {
+        key: String::from_utf8_lossy(kv.key()).into_owned(),
+        value: kv.value().to_vec(),
+        mod_revision: kv.mod_revision(),
+    }
+}
+
+/// The end of a prefix range: the prefix with its last byte incremented.
+pub fn prefix_end(prefix: &str) -> String {
+    let mut b = prefix.as_bytes().to_vec();
+    while let Some(last) = b.pop() {
+        if last < 0xff {
+            b.push(last + 1);
+            return String::from_utf8_lossy(&b).into_owned();
+        }
+    }
+    "\0".to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_end_increments_last_byte() {
+        assert_eq!(prefix_end("/registry/pods/"), "/registry/pods0");
+        assert_eq!(prefix_end("a"), "b");
+    }
+}

@@ -1,0 +1,1059 @@
+//! The generic registry store: create, update, patch and delete of any resource,
+//! parameterised by the resource's strategy. Writes are compare-and-swap on the
+//! key's mod revision; without a client precondition, conflicts are retried.
+
+use std::sync::Mutex;
+
+use serde_json::{json, Value};
+
+use crate::authn::User;
+use crate::error::{ApiError, ApiResult, Cause};
+use crate::registry::{self, Resource};
+use crate::storage::{Kv, StorageError};
+use crate::{defaults, ssa, strategic, strategy, validation, Api};
+
+const MAX_RETRIES: usize = 16;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldValidation {
+    Ignore,
+    Warn,
+    Strict,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PatchType {
+    Json,
+    Merge,
+    Strategic,
+    Apply,
+}
+
+/// Everything a verb needs to know about its request.
+pub struct Ctx<'a> {
+    pub api: &'a Api,
+    pub res: &'static Resource,
+    pub ns: Option<String>,
+    pub user: &'a User,
+    pub dry_run: bool,
+    pub manager: String,
+    pub field_validation: FieldValidation,
+    pub warnings: Mutex<Vec<String>>,
+}
+
+pub fn now() -> String {
+    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+fn storage_err(ctx: &Ctx, name: &str, e: StorageError) -> ApiError {
+    match e {
+        StorageError::AlreadyExists { .. } => ApiError::already_exists(ctx.res, name),
+        StorageError::NotFound { .. } => ApiError::not_found(ctx.res, name),
+        StorageError::Conflict { .. } => ApiError::stale(ctx.res, name),
+        StorageError::Compacted { .. } => ApiError::gone(e.to_string()),
+        StorageError::Etcd(m) => ApiError::internal(m),
+    }
+}
+
+fn causes(errs: Vec<validation::FieldError>) -> Vec<Cause> {
+    errs.into_iter()
+        .map(|e| Cause {
+            reason: e.reason.to_string(),
+            field: e.field,
+            message: e.message,
+        })
+        .collect()
+}
+
+/// Resources stored in another version's shape (events.k8s.io/v1 Events are core/v1 Events).
+fn stored_as_core_event(res: &Resource) -> bool {
+    res.group == "events.k8s.io"
+}
+
+/// A stored object as `res` presents it.
+pub fn present(res: &Resource, stored: Value) -> Value {
+    if stored_as_core_event(res) {
+        crate::events::to_events_v1(&stored)
+    } else {
+        stored
+    }
+}
+
+/// Parse a stored value, fill in its resourceVersion, and present it as `res`.
+pub fn decode(res: &Resource, kv: &Kv) -> ApiResult<Value> {
+    let mut v: Value = serde_json::from_slice(&kv.value)
+        .map_err(|e| ApiError::internal(format!("stored object {} is not JSON: {e}", kv.key)))?;
+    v["metadata"]["resourceVersion"] = kv.mod_revision.to_string().into();
+    Ok(present(res, v))
+}
+
+/// Serialise for etcd, in the storage shape and without resourceVersion, as upstream stores objects.
+fn encode(res: &Resource, obj: &Value) -> ApiResult<Vec<u8>> {
+    let mut o = if stored_as_core_event(res) {
+        crate::events::from_events_v1(obj)
+    } else {
+        obj.clone()
+    };
+    if let Some(m) = o["metadata"].as_object_mut() {
+        m.remove("resourceVersion");
+    }
+    serde_json::to_vec(&o).map_err(|e| ApiError::internal(e.to_string()))
+}
+
+fn name_of(obj: &Value) -> String {
+    obj["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn rv_of(obj: &Value) -> ApiResult<Option<i64>> {
+    match obj["metadata"]["resourceVersion"].as_str() {
+        None | Some("") => Ok(None),
+        Some(s) => s
+            .parse::<i64>()
+            .map(Some)
+            .map_err(|_| ApiError::bad_request(format!("invalid resource version: {s:?}"))),
+    }
+}
+
+impl Ctx<'_> {
+    fn key(&self, name: &str) -> String {
+        self.res.key(&self.api.prefix, self.ns.as_deref(), name)
+    }
+
+    fn warn(&self, w: String) {
+        if let Ok(mut g) = self.warnings.lock() {
+            g.push(w);
+        }
+    }
+
+    /// Check apiVersion/kind of a body against the URL, filling them in when absent.
+    pub fn check_kind(&self, obj: &mut Value) -> ApiResult<()> {
+        let Some(o) = obj.as_object_mut() else {
+            return Err(ApiError::bad_request(
+                "the body of the request must be a JSON object",
+            ));
+        };
+        let want_av = self.res.api_version();
+        match o.get("apiVersion").and_then(Value::as_str) {
+            None | Some("") => {
+                o.insert("apiVersion".into(), want_av.clone().into());
+            }
+            Some(av) if av == want_av => {}
+            Some(av) => {
+                return Err(ApiError::bad_request(format!(
+                    "the API version in the data ({av}) does not match the expected API version ({want_av})"
+                )))
+            }
+        }
+        match o.get("kind").and_then(Value::as_str) {
+            None | Some("") => {
+                o.insert("kind".into(), self.res.kind.into());
+            }
+            Some(k) if k == self.res.kind => {}
+            Some(k) => {
+                return Err(ApiError::bad_request(format!(
+                    "the kind in the data ({k}) does not match the expected kind ({})",
+                    self.res.kind
+                )))
+            }
+        }
+        if !o.get("metadata").is_some_and(Value::is_object) {
+            if o.get("metadata").is_some_and(|m| !m.is_null()) {
+                return Err(ApiError::bad_request("metadata must be an object"));
+            }
+            o.insert("metadata".into(), json!({}));
+        }
+        Ok(())
+    }
+
+    /// The namespace in the body must match the URL's; fill it in.
+    fn check_namespace(&self, obj: &mut Value) -> ApiResult<()> {
+        let meta = &mut obj["metadata"];
+        match (&self.ns, meta.get("namespace").and_then(Value::as_str)) {
+            (Some(ns), Some(b)) if !b.is_empty() && b != ns => Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            )),
+            (Some(ns), _) if self.res.namespaced => {
+                meta["namespace"] = ns.clone().into();
+                Ok(())
+            }
+            _ => {
+                if !self.res.namespaced {
+                    if let Some(m) = meta.as_object_mut() {
+                        m.remove("namespace");
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// fieldValidation: unknown fields are an error (Strict), a warning (Warn) or ignored.
+    fn check_fields(&self, obj: &Value) -> ApiResult<()> {
+        if self.field_validation == FieldValidation::Ignore {
+            return Ok(());
+        }
+        let unknown =
+            self.api
+                .openapi
+                .unknown_fields(self.res.group, self.res.version, self.res.kind, obj);
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        let msgs: Vec<String> = unknown
+            .iter()
+            .map(|f| format!("unknown field \"{}\"", f.trim_start_matches('.')))
+            .collect();
+        if self.field_validation == FieldValidation::Strict {
+            return Err(ApiError::bad_request(format!(
+                "strict decoding error: {}",
+                msgs.join(", ")
+            )));
+        }
+        for m in msgs {
+            self.warn(m);
+        }
+        Ok(())
+    }
+
+    fn validate_create(&self, obj: &Value) -> ApiResult<()> {
+        let name = name_of(obj);
+        let mut errs = validation::validate(self.res.kind, obj, self.res.namespaced);
+        // a name must never reach the etcd key as a path: guard even kinds validation is lax about
+        let flagged = errs.iter().any(|e| e.field == "metadata.name");
+        if !flagged && (name.contains('/') || name.contains('%') || name == "." || name == "..") {
+            errs.push(validation::FieldError {
+                reason: "FieldValueInvalid",
+                field: "metadata.name".into(),
+                message: format!("Invalid value: {name:?}: may not contain '/' or '%' and may not be '.' or '..'"),
+            });
+        }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::invalid(self.res, &name, causes(errs)))
+        }
+    }
+
+    /// The namespace of a namespaced write must exist and not be terminating.
+    async fn check_namespace_live(&self) -> ApiResult<()> {
+        let Some(ns) = self.ns.as_deref().filter(|_| self.res.namespaced) else {
+            return Ok(());
+        };
+        let ns_res = registry::lookup("", "v1", "namespaces")
+            .ok_or_else(|| ApiError::internal("no namespaces resource"))?;
+        let key = ns_res.key(&self.api.prefix, None, ns);
+        let obj = match self.api.cache.get(&key) {
+            Some(e) => serde_json::from_slice::<Value>(&e.data).ok(),
+            None => match self
+                .api
+                .storage
+                .get(&key)
+                .await
+                .map_err(|e| ApiError::internal(e.to_string()))?
+            {
+                Some(kv) => serde_json::from_slice::<Value>(&kv.value).ok(),
+                None => None,
+            },
+        };
+        match obj {
+            None => Err(ApiError::namespace_not_found(ns)),
+            Some(o) if o["status"]["phase"] == "Terminating" || o["metadata"].get("deletionTimestamp").is_some_and(|t| !t.is_null()) => {
+                Err(ApiError::forbidden(format!(
+                    "{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                    self.res.qualified(),
+                    "",
+                )))
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
+    async fn lease(&self) -> ApiResult<Option<i64>> {
+        if self.res.kind != "Event" {
+            return Ok(None);
+        }
+        self.api
+            .event_lease()
+            .await
+            .map(Some)
+            .map_err(|e| ApiError::internal(e.to_string()))
+    }
+
+    async fn read(&self, name: &str) -> ApiResult<Option<(Kv, Value)>> {
+        match self.api.storage.get(&self.key(name)).await {
+            Ok(Some(kv)) => {
+                let v = decode(self.res, &kv)?;
+                Ok(Some((kv, v)))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => Err(storage_err(self, name, e)),
+        }
+    }
+}
+
+/// GET of one object, straight from etcd (a quorum read).
+pub async fn get(ctx: &Ctx<'_>, name: &str) -> ApiResult<Value> {
+    match ctx.read(name).await? {
+        Some((_, v)) => Ok(v),
+        None => Err(ApiError::not_found(ctx.res, name)),
+    }
+}
+
+/// POST to a collection.
+pub async fn create(ctx: &Ctx<'_>, mut obj: Value) -> ApiResult<Value> {
+    ctx.check_kind(&mut obj)?;
+    ctx.check_namespace(&mut obj)?;
+    ctx.check_fields(&obj)?;
+    let meta = &mut obj["metadata"];
+    let name = meta["name"].as_str().unwrap_or_default().to_string();
+    if name.is_empty() {
+        if let Some(gen) = meta["generateName"].as_str().filter(|g| !g.is_empty()) {
+            meta["name"] = format!("{gen}{}", random_suffix()).into();
+        }
+    }
+    if let Some(m) = meta.as_object_mut() {
+        for f in [
+            "resourceVersion",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "selfLink",
+            "generation",
+            "managedFields",
+        ] {
+            m.remove(f);
+        }
+        m.insert("uid".into(), uuid::Uuid::new_v4().to_string().into());
+        m.insert("creationTimestamp".into(), now().into());
+    }
+    strategy::prepare_create(ctx.res, &mut obj);
+    defaults::apply(ctx.res.kind, &mut obj);
+    ctx.validate_create(&obj)?;
+    ctx.check_namespace_live().await?;
+    let name = name_of(&obj);
+    let allocated = crate::services::allocate(ctx, &mut obj, None).await?;
+    ssa::track_update(
+        ctx.res.kind,
+        &ctx.res.api_version(),
+        None,
+        &mut obj,
+        &ctx.manager,
+        &now(),
+    );
+    if ctx.dry_run {
+        crate::services::release(ctx, &allocated).await;
+        return Ok(obj);
+    }
+    let lease = ctx.lease().await?;
+    let body = encode(ctx.res, &obj)?;
+    match ctx.api.storage.create(&ctx.key(&name), body, lease).await {
+        Ok(rev) => {
+            obj["metadata"]["resourceVersion"] = rev.to_string().into();
+            Ok(obj)
+        }
+        Err(e) => {
+            crate::services::release(ctx, &allocated).await;
+            Err(storage_err(ctx, &name, e))
+        }
+    }
+}
+
+fn random_suffix() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut rng = rand::rng();
+    (0..5)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+/// How an update of an existing object ends.
+enum Write {
+    Done(Value),
+    Retry,
+}
+
+#[allow(clippy::too_many_arguments)]
+/// Finish an update of `old` (read at `kv`) into `new`: strategy, validation,
+/// ownership, then compare-and-swap (or a deletion once finalizers are gone).
+async fn write_update(
+    ctx: &Ctx<'_>,
+    name: &str,
+    sub: Option<&str>,
+    kv: &Kv,
+    old: &Value,
+    mut new: Value,
+    track: bool,
+    precondition: bool,
+) -> ApiResult<Write> {
+    defaults::apply(ctx.res.kind, &mut new);
+    strategy::prepare_update(ctx.res, sub, &mut new, old);
+    let errs = validation::validate_update(ctx.res.kind, &new, old, ctx.res.namespaced);
+    if !errs.is_empty() {
+        return Err(ApiError::invalid(ctx.res, name, causes(errs)));
+    }
+    crate::services::allocate(ctx, &mut new, Some(old)).await?;
+    new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
+    if track {
+        ssa::track_update(
+            ctx.res.kind,
+            &ctx.res.api_version(),
+            Some(old),
+            &mut new,
+            &ctx.manager,
+            &now(),
+        );
+    }
+    if without_managed_times(&new) == without_managed_times(old) {
+        return Ok(Write::Done(old.clone()));
+    }
+    if ctx.dry_run {
+        return Ok(Write::Done(new));
+    }
+    if strategy::finished_finalizing(ctx.res, &new) {
+        return match ctx
+            .api
+            .storage
+            .delete(&ctx.key(name), kv.mod_revision)
+            .await
+        {
+            Ok(_) => {
+                crate::services::release_all(ctx, &new).await;
+                Ok(Write::Done(new))
+            }
+            Err(StorageError::Conflict { .. }) if !precondition => Ok(Write::Retry),
+            Err(e) => Err(storage_err(ctx, name, e)),
+        };
+    }
+    let lease = ctx.lease().await?;
+    match ctx
+        .api
+        .storage
+        .update(
+            &ctx.key(name),
+            encode(ctx.res, &new)?,
+            kv.mod_revision,
+            lease,
+        )
+        .await
+    {
+        Ok(rev) => {
+            new["metadata"]["resourceVersion"] = rev.to_string().into();
+            Ok(Write::Done(new))
+        }
+        Err(StorageError::Conflict { .. }) if !precondition => Ok(Write::Retry),
+        Err(e) => Err(storage_err(ctx, name, e)),
+    }
+}
+
+/// managedFields timestamps change on every write; compare objects without them.
+fn without_managed_times(v: &Value) -> Value {
+    let mut v = v.clone();
+    if let Some(mf) = v["metadata"]["managedFields"].as_array_mut() {
+        for e in mf {
+            if let Some(o) = e.as_object_mut() {
+                o.remove("time");
+            }
+        }
+    }
+    v
+}
+
+/// Resources whose PUT creates a missing object (upstream's AllowCreateOnUpdate).
+fn create_on_update(res: &Resource) -> bool {
+    matches!(res.kind, "Endpoints" | "Lease" | "Event")
+}
+
+/// PUT of an object or its status.
+pub async fn update(
+    ctx: &Ctx<'_>,
+    name: &str,
+    sub: Option<&str>,
+    mut obj: Value,
+) -> ApiResult<(Value, bool)> {
+    ctx.check_kind(&mut obj)?;
+    ctx.check_namespace(&mut obj)?;
+    match obj["metadata"]["name"].as_str() {
+        None | Some("") => obj["metadata"]["name"] = name.into(),
+        Some(n) if n != name => {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({n}) does not match the name on the URL ({name})"
+            )))
+        }
+        Some(_) => {}
+    }
+    ctx.check_fields(&obj)?;
+    let precondition = rv_of(&obj)?;
+    for _ in 0..MAX_RETRIES {
+        let Some((kv, old)) = ctx.read(name).await? else {
+            if create_on_update(ctx.res) && sub.is_none() {
+                return create(ctx, obj).await.map(|v| (v, true));
+            }
+            return Err(ApiError::not_found(ctx.res, name));
+        };
+        if precondition.is_some_and(|p| p != kv.mod_revision) {
+            return Err(ApiError::stale(ctx.res, name));
+        }
+        match write_update(
+            ctx,
+            name,
+            sub,
+            &kv,
+            &old,
+            obj.clone(),
+            true,
+            precondition.is_some(),
+        )
+        .await?
+        {
+            Write::Done(v) => return Ok((v, false)),
+            Write::Retry => continue,
+        }
+    }
+    Err(ApiError::stale(ctx.res, name))
+}
+
+/// PATCH of an object or its status, in any of the four patch types.
+pub async fn patch(
+    ctx: &Ctx<'_>,
+    name: &str,
+    sub: Option<&str>,
+    typ: PatchType,
+    patch: &Value,
+    force: bool,
+) -> ApiResult<(Value, bool)> {
+    for _ in 0..MAX_RETRIES {
+        let Some((kv, old)) = ctx.read(name).await? else {
+            if typ == PatchType::Apply && sub.is_none() {
+                let mut applied = patch.clone();
+                ctx.check_kind(&mut applied)?;
+                if applied["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n != name)
+                {
+                    return Err(ApiError::bad_request(format!(
+                        "the name of the object ({}) does not match the name on the URL ({name})",
+                        name_of(&applied)
+                    )));
+                }
+                applied["metadata"]["name"] = name.into();
+                let obj = ssa::apply(
+                    ctx.res.kind,
+                    &ctx.res.api_version(),
+                    None,
+                    &applied,
+                    &ctx.manager,
+                    force,
+                    &now(),
+                )
+                .map_err(|e| apply_error(ctx, &e))?;
+                let created = create_applied(ctx, obj).await?;
+                return Ok((created, true));
+            }
+            return Err(ApiError::not_found(ctx.res, name));
+        };
+        let patched = apply_patch(ctx, &old, typ, patch, force)?;
+        // a resourceVersion in the patch is a precondition
+        let precondition = match rv_of(&patched)? {
+            Some(p) if p != kv.mod_revision => return Err(ApiError::stale(ctx.res, name)),
+            Some(_) => patch.pointer("/metadata/resourceVersion").is_some(),
+            None => false,
+        };
+        let mut patched = patched;
+        ctx.check_kind(&mut patched)?;
+        ctx.check_fields(&patched)?;
+        if name_of(&patched) != name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({}) does not match the name on the URL ({name})",
+                name_of(&patched)
+            )));
+        }
+        match write_update(
+            ctx,
+            name,
+            sub,
+            &kv,
+            &old,
+            patched,
+            typ != PatchType::Apply,
+            precondition,
+        )
+        .await?
+        {
+            Write::Done(v) => return Ok((v, false)),
+            Write::Retry => continue,
+        }
+    }
+    Err(ApiError::stale(ctx.res, name))
+}
+
+/// Create from an applied configuration: the ownership recorded by apply is kept.
+async fn create_applied(ctx: &Ctx<'_>, obj: Value) -> ApiResult<Value> {
+    let managed = obj["metadata"]["managedFields"].clone();
+    let mut created = create(ctx, obj).await?;
+    if !managed.is_null() {
+        created["metadata"]["managedFields"] = managed;
+        if !ctx.dry_run {
+            // keep apply's ownership instead of the Update entry create recorded
+            let name = name_of(&created);
+            let rev = rv_of(&created)?.unwrap_or(0);
+            match ctx
+                .api
+                .storage
+                .update(
+                    &ctx.key(&name),
+                    encode(ctx.res, &created)?,
+                    rev,
+                    ctx.lease().await?,
+                )
+                .await
+            {
+                Ok(r) => created["metadata"]["resourceVersion"] = r.to_string().into(),
+                Err(StorageError::Conflict { .. }) => {}
+                Err(e) => return Err(storage_err(ctx, &name, e)),
+            }
+        }
+    }
+    Ok(created)
+}
+
+fn apply_error(ctx: &Ctx, e: &ssa::ApplyError) -> ApiError {
+    let msg = e.message(&ctx.res.api_version());
+    match e {
+        ssa::ApplyError::Conflicts(cs) => {
+            let causes: Vec<Value> = cs
+                .iter()
+                .map(|c| json!({"reason": "FieldManagerConflict", "message": format!("conflict with \"{}\"", c.manager), "field": c.field}))
+                .collect();
+            let mut err = ApiError::new(409, "Conflict", msg);
+            err.details = Some(json!({"causes": causes}));
+            err
+        }
+        ssa::ApplyError::Invalid(_) => ApiError::new(422, "Invalid", msg),
+    }
+}
+
+fn apply_patch(
+    ctx: &Ctx,
+    old: &Value,
+    typ: PatchType,
+    patch: &Value,
+    force: bool,
+) -> ApiResult<Value> {
+    match typ {
+        PatchType::Json => {
+            let ops: json_patch::Patch = serde_json::from_value(patch.clone())
+                .map_err(|e| ApiError::bad_request(format!("json patch: {e}")))?;
+            let mut doc = old.clone();
+            json_patch::patch(&mut doc, &ops).map_err(|e| {
+                ApiError::new(
+                    422,
+                    "Invalid",
+                    format!("the server rejected our request due to an error in our request: {e}"),
+                )
+            })?;
+            Ok(doc)
+        }
+        PatchType::Merge => {
+            if !patch.is_object() {
+                return Err(ApiError::bad_request("merge patch must be a JSON object"));
+            }
+            let mut doc = old.clone();
+            json_patch::merge(&mut doc, patch);
+            Ok(doc)
+        }
+        PatchType::Strategic => {
+            if !patch.is_object() {
+                return Err(ApiError::bad_request(
+                    "strategic merge patch must be a JSON object",
+                ));
+            }
+            strategic::apply(ctx.res.kind, old, patch).map_err(|e| ApiError::new(422, "Invalid", e))
+        }
+        PatchType::Apply => {
+            let mut applied = patch.clone();
+            ctx.check_kind(&mut applied)?;
+            ssa::apply(
+                ctx.res.kind,
+                &ctx.res.api_version(),
+                Some(old),
+                &applied,
+                &ctx.manager,
+                force,
+                &now(),
+            )
+            .map_err(|e| apply_error(ctx, &e))
+        }
+    }
+}
+
+/// DeleteOptions a client may send.
+#[derive(Debug, Default, Clone)]
+pub struct DeleteOpts {
+    pub grace_period: Option<i64>,
+    pub propagation: Option<String>,
+    pub precondition_uid: Option<String>,
+    pub precondition_rv: Option<String>,
+}
+
+impl DeleteOpts {
+    /// From a DeleteOptions body (may be empty) and the query's overrides.
+    pub fn from_body(body: &Value) -> DeleteOpts {
+        DeleteOpts {
+            grace_period: body["gracePeriodSeconds"].as_i64(),
+            propagation: body["propagationPolicy"]
+                .as_str()
+                .map(str::to_string)
+                .or_else(|| {
+                    body["orphanDependents"]
+                        .as_bool()
+                        .map(|o| if o { "Orphan" } else { "Background" }.to_string())
+                }),
+            precondition_uid: body["preconditions"]["uid"].as_str().map(str::to_string),
+            precondition_rv: body["preconditions"]["resourceVersion"]
+                .as_str()
+                .map(str::to_string),
+        }
+    }
+}
+
+/// DELETE of one object: graceful for pods, finalizers and propagation recorded for the
+/// garbage collector, otherwise removed. Returns the object's last state.
+pub async fn delete(ctx: &Ctx<'_>, name: &str, opts: &DeleteOpts) -> ApiResult<Value> {
+    if let Some(p) = opts.propagation.as_deref() {
+        if !matches!(p, "Orphan" | "Background" | "Foreground") {
+            return Err(ApiError::invalid(
+                ctx.res,
+                name,
+                vec![Cause {
+                    reason: "FieldValueNotSupported".into(),
+                    field: "propagationPolicy".into(),
+                    message: format!("Unsupported value: \"{p}\": supported values: \"Foreground\", \"Background\", \"Orphan\""),
+                }],
+            ));
+        }
+    }
+    for _ in 0..MAX_RETRIES {
+        let Some((kv, old)) = ctx.read(name).await? else {
+            return Err(ApiError::not_found(ctx.res, name));
+        };
+        if let Some(uid) = &opts.precondition_uid {
+            let have = old["metadata"]["uid"].as_str().unwrap_or_default();
+            if have != uid {
+                return Err(ApiError::conflict(ctx.res, name, &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {have}")));
+            }
+        }
+        if let Some(rv) = &opts.precondition_rv {
+            let have = kv.mod_revision.to_string();
+            if &have != rv {
+                return Err(ApiError::conflict(ctx.res, name, &format!("Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in meta: {have}")));
+            }
+        }
+        let mut next = old.clone();
+        let mut graceful = false;
+        let now_ts = chrono::Utc::now();
+        let terminating = old["metadata"]
+            .get("deletionTimestamp")
+            .is_some_and(|t| !t.is_null());
+        if ctx.res.kind == "Pod" {
+            let phase = old["status"]["phase"].as_str().unwrap_or_default();
+            let bound = old["spec"]["nodeName"]
+                .as_str()
+                .is_some_and(|n| !n.is_empty());
+            let mut grace = opts
+                .grace_period
+                .or_else(|| old["spec"]["terminationGracePeriodSeconds"].as_i64())
+                .unwrap_or(30)
+                .max(0);
+            if !bound || matches!(phase, "Succeeded" | "Failed") {
+                grace = 0;
+            }
+            let current = old["metadata"]["deletionGracePeriodSeconds"].as_i64();
+            if grace > 0 && current.is_none_or(|c| grace < c) {
+                next["metadata"]["deletionTimestamp"] = (now_ts + chrono::Duration::seconds(grace))
+                    .format("%Y-%m-%dT%H:%M:%SZ")
+                    .to_string()
+                    .into();
+                next["metadata"]["deletionGracePeriodSeconds"] = grace.into();
+                graceful = true;
+            } else if grace > 0 {
+                // already terminating with a shorter grace period
+                return Ok(old);
+            } else {
+                next["metadata"]["deletionGracePeriodSeconds"] = 0.into();
+            }
+        }
+        if ctx.res.kind == "Namespace" {
+            let has_fin = next["spec"]["finalizers"]
+                .as_array()
+                .is_some_and(|f| !f.is_empty());
+            if has_fin {
+                if terminating {
+                    return Ok(old);
+                }
+                next["status"]["phase"] = "Terminating".into();
+                graceful = true;
+            }
+        }
+        // propagation policies the garbage collector acts on
+        let fin = match opts.propagation.as_deref() {
+            Some("Orphan") => Some("orphan"),
+            Some("Foreground") => Some("foregroundDeletion"),
+            _ => None,
+        };
+        if let Some(f) = fin {
+            let list = next["metadata"]["finalizers"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            if !list.iter().any(|x| x == f) {
+                let mut list = list;
+                list.push(f.into());
+                next["metadata"]["finalizers"] = list.into();
+            }
+        }
+        let has_finalizers = next["metadata"]["finalizers"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty());
+        if has_finalizers || graceful {
+            if !terminating || next != old {
+                if next["metadata"]
+                    .get("deletionTimestamp")
+                    .is_none_or(Value::is_null)
+                {
+                    next["metadata"]["deletionTimestamp"] =
+                        now_ts.format("%Y-%m-%dT%H:%M:%SZ").to_string().into();
+                    if next["metadata"].get("deletionGracePeriodSeconds").is_none() {
+                        next["metadata"]["deletionGracePeriodSeconds"] = 0.into();
+                    }
+                }
+                if ctx.dry_run {
+                    return Ok(next);
+                }
+                match ctx
+                    .api
+                    .storage
+                    .update(
+                        &ctx.key(name),
+                        encode(ctx.res, &next)?,
+                        kv.mod_revision,
+                        ctx.lease().await?,
+                    )
+                    .await
+                {
+                    Ok(rev) => {
+                        next["metadata"]["resourceVersion"] = rev.to_string().into();
+                        return Ok(next);
+                    }
+                    Err(StorageError::Conflict { .. } | StorageError::NotFound { .. }) => continue,
+                    Err(e) => return Err(storage_err(ctx, name, e)),
+                }
+            }
+            return Ok(old);
+        }
+        if ctx.dry_run {
+            return Ok(old);
+        }
+        match ctx
+            .api
+            .storage
+            .delete(&ctx.key(name), kv.mod_revision)
+            .await
+        {
+            Ok(_) => {
+                crate::services::release_all(ctx, &old).await;
+                return Ok(old);
+            }
+            Err(StorageError::Conflict { .. }) => continue,
+            Err(StorageError::NotFound { .. }) => return Err(ApiError::not_found(ctx.res, name)),
+            Err(e) => return Err(storage_err(ctx, name, e)),
+        }
+    }
+    Err(ApiError::stale(ctx.res, name))
+}
+
+/// pods/binding: assign a pod to a node, once.
+pub async fn bind(ctx: &Ctx<'_>, name: &str, binding: &Value) -> ApiResult<Value> {
+    let node = binding["target"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    if node.is_empty() {
+        let res = ctx.res;
+        return Err(ApiError::invalid(
+            res,
+            name,
+            vec![Cause {
+                reason: "FieldValueRequired".into(),
+                field: "target.name".into(),
+                message: "Required value".into(),
+            }],
+        ));
+    }
+    for _ in 0..MAX_RETRIES {
+        let Some((kv, old)) = ctx.read(name).await? else {
+            return Err(ApiError::not_found(ctx.res, name));
+        };
+        if let Some(uid) = binding["metadata"]["uid"].as_str() {
+            if old["metadata"]["uid"].as_str() != Some(uid) {
+                return Err(ApiError::conflict(
+                    ctx.res,
+                    name,
+                    "the UID in the binding does not match the pod",
+                ));
+            }
+        }
+        if old["metadata"]
+            .get("deletionTimestamp")
+            .is_some_and(|t| !t.is_null())
+        {
+            return Err(ApiError::conflict(
+                ctx.res,
+                name,
+                &format!("pod {name} is being deleted, cannot be assigned to a host"),
+            ));
+        }
+        if let Some(cur) = old["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
+            return Err(ApiError::conflict(
+                ctx.res,
+                &format!("{name}/binding"),
+                &format!("pod {name} is already assigned to node \"{cur}\""),
+            ));
+        }
+        let mut new = old.clone();
+        new["spec"]["nodeName"] = node.clone().into();
+        let ts = now();
+        let mut conds: Vec<Value> = new["status"]["conditions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        conds.retain(|c| c["type"] != "PodScheduled");
+        conds.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": ts}));
+        new["status"]["conditions"] = conds.into();
+        if ctx.dry_run {
+            return Ok(crate::error::success_status(None));
+        }
+        match ctx
+            .api
+            .storage
+            .update(
+                &ctx.key(name),
+                encode(ctx.res, &new)?,
+                kv.mod_revision,
+                None,
+            )
+            .await
+        {
+            Ok(_) => return Ok(crate::error::success_status(None)),
+            Err(StorageError::Conflict { .. }) => continue,
+            Err(e) => return Err(storage_err(ctx, name, e)),
+        }
+    }
+    Err(ApiError::stale(ctx.res, name))
+}
+
+/// The autoscaling/v1 Scale view of a workload.
+pub fn to_scale(obj: &Value) -> Value {
+    let meta = &obj["metadata"];
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"],
+            "resourceVersion": meta["resourceVersion"], "creationTimestamp": meta["creationTimestamp"],
+        },
+        "spec": {"replicas": obj["spec"]["replicas"].as_i64().unwrap_or(0)},
+        "status": {
+            "replicas": obj["status"]["replicas"].as_i64().unwrap_or(0),
+            "selector": strategy::selector_string(&obj["spec"]["selector"]),
+        },
+    })
+}
+
+/// PUT or PATCH of /scale: change spec.replicas only.
+pub async fn update_scale(
+    ctx: &Ctx<'_>,
+    name: &str,
+    change: &(dyn Fn(Value) -> ApiResult<Value> + Send + Sync),
+) -> ApiResult<Value> {
+    for _ in 0..MAX_RETRIES {
+        let Some((kv, old)) = ctx.read(name).await? else {
+            return Err(ApiError::not_found(ctx.res, name));
+        };
+        let scale = change(to_scale(&old))?;
+        if let Some(rv) = rv_of(&scale)? {
+            if rv != kv.mod_revision {
+                return Err(ApiError::stale(ctx.res, name));
+            }
+        }
+        let Some(replicas) = scale["spec"]["replicas"].as_i64() else {
+            return Err(ApiError::bad_request("spec.replicas must be an integer"));
+        };
+        if replicas < 0 {
+            let scale_res = ctx.res;
+            return Err(ApiError::invalid(
+                scale_res,
+                name,
+                vec![Cause {
+                    reason: "FieldValueInvalid".into(),
+                    field: "spec.replicas".into(),
+                    message: format!(
+                        "Invalid value: {replicas}: must be greater than or equal to 0"
+                    ),
+                }],
+            ));
+        }
+        let mut new = old.clone();
+        new["spec"]["replicas"] = replicas.into();
+        match write_update(ctx, name, None, &kv, &old, new, true, false).await? {
+            Write::Done(v) => return Ok(to_scale(&v)),
+            Write::Retry => continue,
+        }
+    }
+    Err(ApiError::stale(ctx.res, name))
+}
+
+/// namespaces/finalize: replace spec.finalizers; a terminating namespace with none left goes.
+pub async fn finalize_namespace(ctx: &Ctx<'_>, name: &str, body: &Value) -> ApiResult<Value> {
+    for _ in 0..MAX_RETRIES {
+        let Some((kv, old)) = ctx.read(name).await? else {
+            return Err(ApiError::not_found(ctx.res, name));
+        };
+        let mut new = old.clone();
+        new["spec"]["finalizers"] = body["spec"]["finalizers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into();
+        if ctx.dry_run {
+            return Ok(new);
+        }
+        let res = if strategy::finished_finalizing(ctx.res, &new) {
+            ctx.api
+                .storage
+                .delete(&ctx.key(name), kv.mod_revision)
+                .await
+        } else {
+            ctx.api
+                .storage
+                .update(
+                    &ctx.key(name),
+                    encode(ctx.res, &new)?,
+                    kv.mod_revision,
+                    None,
+                )
+                .await
+        };
+        match res {
+            Ok(rev) => {
+                new["metadata"]["resourceVersion"] = rev.to_string().into();
+                return Ok(new);
+            }
+            Err(StorageError::Conflict { .. }) => continue,
+            Err(e) => return Err(storage_err(ctx, name, e)),
+        }
+    }
+    Err(ApiError::stale(ctx.res, name))
+}

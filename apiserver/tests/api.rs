@@ -1,0 +1,577 @@
+//! kube-rs and raw HTTPS against an apiserver on a real etcd: semantics and bad input.
+
+mod common;
+
+use common::TestServer;
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
+use kube::api::{Api, DeleteParams, ListParams, PostParams, WatchEvent, WatchParams};
+use serde_json::json;
+
+fn cm(name: &str, labels: serde_json::Value) -> ConfigMap {
+    serde_json::from_value(
+        json!({"metadata": {"name": name, "labels": labels}, "data": {"k": "v"}}),
+    )
+    .expect("configmap")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_rs_crud_selectors_and_conflict() {
+    let ts = TestServer::start();
+    let client = ts.client().await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let a = cms
+        .create(
+            &PostParams::default(),
+            &cm("a", json!({"app": "x", "tier": "db"})),
+        )
+        .await
+        .expect("create a");
+    cms.create(&PostParams::default(), &cm("b", json!({"app": "y"})))
+        .await
+        .expect("create b");
+    let uid = a.metadata.uid.clone().expect("uid");
+    assert!(!uid.is_empty());
+    assert!(a.metadata.creation_timestamp.is_some());
+    // the key layout is upstream's
+    assert_eq!(
+        ts.etcd.keys("/registry/configmaps/default/"),
+        vec![
+            "/registry/configmaps/default/a",
+            "/registry/configmaps/default/b"
+        ]
+    );
+    let sel = |s: &str| ListParams::default().labels(s);
+    assert_eq!(cms.list(&sel("app=x")).await.expect("list").items.len(), 1);
+    assert_eq!(
+        cms.list(&sel("app in (x,y)"))
+            .await
+            .expect("list")
+            .items
+            .len(),
+        2
+    );
+    assert_eq!(
+        cms.list(&sel("app,!tier")).await.expect("list").items.len(),
+        1
+    );
+    assert_eq!(
+        cms.list(&ListParams::default().fields("metadata.name=b"))
+            .await
+            .expect("list")
+            .items
+            .len(),
+        1
+    );
+    // a stale update is 409 Conflict
+    let mut stale = a.clone();
+    let mut fresh = a.clone();
+    fresh.data = Some([("k".to_string(), "new".to_string())].into());
+    cms.replace("a", &PostParams::default(), &fresh)
+        .await
+        .expect("replace");
+    stale.data = Some([("k".to_string(), "stale".to_string())].into());
+    match cms.replace("a", &PostParams::default(), &stale).await {
+        Err(kube::Error::Api(s)) => {
+            assert_eq!(s.code, 409);
+            assert_eq!(s.reason, "Conflict");
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    // AlreadyExists
+    match cms
+        .create(&PostParams::default(), &cm("a", json!({})))
+        .await
+    {
+        Err(kube::Error::Api(s)) => assert_eq!((s.code, s.reason.as_str()), (409, "AlreadyExists")),
+        other => panic!("expected AlreadyExists, got {other:?}"),
+    }
+    // generateName
+    let mut g = cm("", json!({}));
+    g.metadata.name = None;
+    g.metadata.generate_name = Some("gen-".into());
+    let made = cms
+        .create(&PostParams::default(), &g)
+        .await
+        .expect("generateName");
+    assert!(made
+        .metadata
+        .name
+        .as_deref()
+        .is_some_and(|n| n.starts_with("gen-") && n.len() == 9));
+    // dryRun writes nothing
+    cms.create(
+        &PostParams {
+            dry_run: true,
+            ..Default::default()
+        },
+        &cm("dry", json!({})),
+    )
+    .await
+    .expect("dry run");
+    assert!(ts.etcd.keys("/registry/configmaps/default/dry").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_from_resource_version_and_selectors() {
+    let ts = TestServer::start();
+    let client = ts.client().await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let first = cms
+        .create(&PostParams::default(), &cm("w0", json!({})))
+        .await
+        .expect("create");
+    let rv0 = first.metadata.resource_version.clone().expect("rv");
+    cms.create(&PostParams::default(), &cm("w1", json!({"sel": "yes"})))
+        .await
+        .expect("create");
+    cms.delete("w0", &DeleteParams::default())
+        .await
+        .expect("delete");
+    // from rv0: we see w1 ADDED and w0 DELETED, in order
+    let mut stream = cms
+        .watch(&WatchParams::default().timeout(5), &rv0)
+        .await
+        .expect("watch")
+        .boxed();
+    let mut seen = Vec::new();
+    while let Some(ev) = stream.try_next().await.expect("event") {
+        match ev {
+            WatchEvent::Added(c) => {
+                seen.push(format!("ADDED {}", c.metadata.name.unwrap_or_default()))
+            }
+            WatchEvent::Deleted(c) => {
+                seen.push(format!("DELETED {}", c.metadata.name.unwrap_or_default()))
+            }
+            WatchEvent::Modified(c) => {
+                seen.push(format!("MODIFIED {}", c.metadata.name.unwrap_or_default()))
+            }
+            _ => {}
+        }
+        if seen.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(seen, vec!["ADDED w1", "DELETED w0"]);
+    // a label-filtered watch with initial events
+    let mut stream = cms
+        .watch(&WatchParams::default().labels("sel=yes").timeout(3), "0")
+        .await
+        .expect("watch")
+        .boxed();
+    match stream.try_next().await.expect("event") {
+        Some(WatchEvent::Added(c)) => assert_eq!(c.metadata.name.as_deref(), Some("w1")),
+        other => panic!("expected ADDED w1, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_watch_and_continue_are_410() {
+    // a watch cache of 20 events: resuming from before them is 410 Gone
+    let ts = TestServer::start_with(|c| c.watch_cache_size = 20);
+    let client = ts.client().await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let first = cms
+        .create(&PostParams::default(), &cm("x0", json!({})))
+        .await
+        .expect("create");
+    let rv0 = first.metadata.resource_version.clone().expect("rv");
+    for i in 1..40 {
+        cms.create(&PostParams::default(), &cm(&format!("x{i:02}"), json!({})))
+            .await
+            .expect("create");
+    }
+    let (code, body) = ts.raw(
+        "GET",
+        &format!("/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={rv0}"),
+        "application/json",
+        b"",
+    );
+    assert_eq!(code, 410, "{body}");
+    assert_eq!(body["reason"], "Expired", "{body}");
+    // a continue token whose revision etcd has compacted away is 410 too
+    let page = cms
+        .list(&ListParams::default().limit(5))
+        .await
+        .expect("page");
+    let token = page.metadata.continue_.clone().expect("continue");
+    cms.create(&PostParams::default(), &cm("later", json!({})))
+        .await
+        .expect("create");
+    let status = ts.etcd.ctl(&["endpoint", "status", "-w", "json"]);
+    let rev: i64 = status
+        .split("\"revision\":")
+        .nth(1)
+        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|s| s.parse().ok())
+        .expect("revision");
+    ts.etcd.ctl(&["compaction", &rev.to_string()]);
+    match cms
+        .list(&ListParams::default().limit(5).continue_token(&token))
+        .await
+    {
+        Err(kube::Error::Api(s)) => {
+            assert_eq!((s.code, s.reason.as_str()), (410, "Expired"), "{s:?}")
+        }
+        other => panic!("expected 410 for a compacted continue token, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_get_cluster_ips_and_node_ports() {
+    let ts = TestServer::start();
+    let client = ts.client().await;
+    let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
+    let mk = |name: &str, typ: &str| -> Service {
+        serde_json::from_value(json!({"metadata": {"name": name}, "spec": {"type": typ, "selector": {"app": name}, "ports": [{"port": 80}]}})).expect("svc")
+    };
+    let a = svcs
+        .create(&PostParams::default(), &mk("a", "ClusterIP"))
+        .await
+        .expect("a");
+    let b = svcs
+        .create(&PostParams::default(), &mk("b", "NodePort"))
+        .await
+        .expect("b");
+    let ip_a = a
+        .spec
+        .as_ref()
+        .and_then(|s| s.cluster_ip.clone())
+        .expect("ip a");
+    let ip_b = b
+        .spec
+        .as_ref()
+        .and_then(|s| s.cluster_ip.clone())
+        .expect("ip b");
+    assert_ne!(ip_a, ip_b);
+    assert!(ip_a.starts_with("10.0.0."), "{ip_a}");
+    let port = b
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.as_ref())
+        .and_then(|p| p[0].node_port)
+        .expect("node port");
+    assert!((30000..=32767).contains(&port));
+    assert_eq!(
+        a.spec
+            .as_ref()
+            .and_then(|s| s.ports.as_ref())
+            .map(|p| p[0].protocol.clone()),
+        Some(Some("TCP".into()))
+    );
+    // the kubernetes service holds the first IP
+    let k = svcs.get("kubernetes").await.expect("kubernetes service");
+    assert_eq!(
+        k.spec.and_then(|s| s.cluster_ip).as_deref(),
+        Some("10.0.0.1")
+    );
+    // asking for a taken IP is 422
+    let mut dup = mk("c", "ClusterIP");
+    dup.spec.as_mut().expect("spec").cluster_ip = Some(ip_a.clone());
+    match svcs.create(&PostParams::default(), &dup).await {
+        Err(kube::Error::Api(s)) => assert_eq!(s.code, 422, "{s:?}"),
+        other => panic!("expected 422, got {other:?}"),
+    }
+    // deleting releases the IP: asking for it now works
+    svcs.delete("a", &DeleteParams::default())
+        .await
+        .expect("delete a");
+    let c = svcs
+        .create(&PostParams::default(), &dup)
+        .await
+        .expect("reuse released ip");
+    assert_eq!(c.spec.and_then(|s| s.cluster_ip), Some(ip_a));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_bind_and_delete_gracefully() {
+    let ts = TestServer::start();
+    let client = ts.client().await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let p: Pod = serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}})).expect("pod");
+    let made = pods
+        .create(&PostParams::default(), &p)
+        .await
+        .expect("create pod");
+    let spec = made.spec.clone().expect("spec");
+    assert_eq!(spec.restart_policy.as_deref(), Some("Always"));
+    assert_eq!(spec.termination_grace_period_seconds, Some(30));
+    assert_eq!(
+        spec.containers[0].image_pull_policy.as_deref(),
+        Some("Always")
+    );
+    assert_eq!(
+        made.status
+            .as_ref()
+            .and_then(|s| s.phase.clone())
+            .as_deref(),
+        Some("Pending")
+    );
+    assert_eq!(
+        made.status
+            .as_ref()
+            .and_then(|s| s.qos_class.clone())
+            .as_deref(),
+        Some("BestEffort")
+    );
+    // bind through pods/binding
+    let (code, _) = ts.raw(
+        "POST",
+        "/api/v1/namespaces/default/pods/p/binding",
+        "application/json",
+        json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "p"}, "target": {"kind": "Node", "name": "n1"}}).to_string().as_bytes(),
+    );
+    assert_eq!(code, 201);
+    let (code, body) = ts.raw(
+        "POST",
+        "/api/v1/namespaces/default/pods/p/binding",
+        "application/json",
+        json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "p"}, "target": {"kind": "Node", "name": "n2"}}).to_string().as_bytes(),
+    );
+    assert_eq!(code, 409, "{body}");
+    let bound = pods.get("p").await.expect("get");
+    assert_eq!(bound.spec.and_then(|s| s.node_name).as_deref(), Some("n1"));
+    // a bound pod is deleted gracefully: deletionTimestamp set, object stays
+    pods.delete("p", &DeleteParams::default())
+        .await
+        .expect("delete");
+    let terminating = pods.get("p").await.expect("still there");
+    assert!(terminating.metadata.deletion_timestamp.is_some());
+    assert_eq!(terminating.metadata.deletion_grace_period_seconds, Some(30));
+    // grace period 0 removes it
+    pods.delete(
+        "p",
+        &DeleteParams {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("delete now");
+    assert!(pods.get_opt("p").await.expect("get_opt").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespaces_finalizers_and_terminating() {
+    let ts = TestServer::start();
+    let client = ts.client().await;
+    let nss: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "team"}})).expect("ns");
+    let made = nss
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("create ns");
+    assert_eq!(made.status.and_then(|s| s.phase).as_deref(), Some("Active"));
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "team");
+    cms.create(&PostParams::default(), &cm("x", json!({})))
+        .await
+        .expect("cm in team");
+    nss.delete("team", &DeleteParams::default())
+        .await
+        .expect("delete ns");
+    let t = nss.get("team").await.expect("terminating ns");
+    assert_eq!(
+        t.status.and_then(|s| s.phase).as_deref(),
+        Some("Terminating")
+    );
+    match cms
+        .create(&PostParams::default(), &cm("y", json!({})))
+        .await
+    {
+        Err(kube::Error::Api(s)) => assert_eq!(s.code, 403, "{s:?}"),
+        other => panic!("expected 403 in a terminating namespace, got {other:?}"),
+    }
+    // a missing namespace is 404
+    let missing: Api<ConfigMap> = Api::namespaced(client.clone(), "nope");
+    match missing
+        .create(&PostParams::default(), &cm("z", json!({})))
+        .await
+    {
+        Err(kube::Error::Api(s)) => assert_eq!(s.code, 404, "{s:?}"),
+        other => panic!("expected 404, got {other:?}"),
+    }
+    // finalize with no finalizers left removes it
+    let (code, body) = ts.raw("PUT", "/api/v1/namespaces/team/finalize", "application/json", json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team"}, "spec": {"finalizers": []}}).to_string().as_bytes());
+    assert_eq!(code, 200, "{body}");
+    assert!(nss.get_opt("team").await.expect("get").is_none());
+}
+
+#[test]
+fn bad_input_gets_status_and_writes_nothing() {
+    let ts = TestServer::start();
+    let before = ts.etcd.keys("/registry/configmaps/");
+    let cms = "/api/v1/namespaces/default/configmaps";
+    // (what, path, content type, body, code, reason)
+    type Case<'a> = (&'a str, &'a str, &'a str, Vec<u8>, u16, &'a str);
+    let cases: Vec<Case> = vec![
+        ("malformed json", cms, "application/json", b"{\"metadata\": ".to_vec(), 400, "BadRequest"),
+        ("malformed yaml", cms, "application/yaml", b"metadata: [unclosed".to_vec(), 400, "BadRequest"),
+        ("not an object", cms, "application/json", b"[1,2]".to_vec(), 400, "BadRequest"),
+        ("wrong kind", cms, "application/json", br#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"x"}}"#.to_vec(), 400, "BadRequest"),
+        ("wrong apiVersion", cms, "application/json", br#"{"apiVersion":"apps/v1","kind":"ConfigMap","metadata":{"name":"x"}}"#.to_vec(), 400, "BadRequest"),
+        ("invalid name", cms, "application/json", br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"Bad_Name"}}"#.to_vec(), 422, "Invalid"),
+        ("no name", cms, "application/json", br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{}}"#.to_vec(), 422, "Invalid"),
+        ("slash in name", cms, "application/json", br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a/b"}}"#.to_vec(), 422, "Invalid"),
+        ("oversized", cms, "application/json", format!(r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"big"}},"data":{{"x":"{}"}}}}"#, "a".repeat(4 * 1024 * 1024)).into_bytes(), 413, "RequestEntityTooLarge"),
+        ("unknown field strict", "/api/v1/namespaces/default/configmaps?fieldValidation=Strict", "application/json", br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x"},"bogus":1}"#.to_vec(), 400, "BadRequest"),
+        ("protobuf body", cms, "application/vnd.kubernetes.protobuf", b"\x6b\x38\x73\x00".to_vec(), 415, "UnsupportedMediaType"),
+        ("unknown resource", "/api/v1/namespaces/default/widgets", "application/json", b"{}".to_vec(), 404, "NotFound"),
+        ("namespace mismatch", cms, "application/json", br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x","namespace":"other"}}"#.to_vec(), 400, "BadRequest"),
+        ("bad dryRun", "/api/v1/namespaces/default/configmaps?dryRun=Some", "application/json", br#"{"metadata":{"name":"x"}}"#.to_vec(), 400, "BadRequest"),
+    ];
+    for (what, path, ct, body, code, reason) in cases {
+        let (got, status) = ts.raw("POST", path, ct, &body);
+        assert_eq!(got, code, "{what}: {status}");
+        assert_eq!(status["kind"], "Status", "{what}: {status}");
+        assert_eq!(status["reason"], reason, "{what}: {status}");
+        assert_eq!(status["code"], code, "{what}: {status}");
+    }
+    let gets: Vec<(&str, &str, u16)> = vec![
+        (
+            "bad label selector",
+            "/api/v1/namespaces/default/configmaps?labelSelector=a%20in%20(",
+            400,
+        ),
+        (
+            "bad field selector",
+            "/api/v1/pods?fieldSelector=spec.bogus%3Dx",
+            400,
+        ),
+        ("bad limit", "/api/v1/configmaps?limit=ten", 400),
+        (
+            "bad continue",
+            "/api/v1/configmaps?limit=1&continue=garbage",
+            400,
+        ),
+        (
+            "missing object",
+            "/api/v1/namespaces/default/configmaps/nope",
+            404,
+        ),
+        ("unknown group", "/apis/nope.example.com/v1", 404),
+    ];
+    for (what, path, code) in gets {
+        let (got, status) = ts.raw("GET", path, "application/json", b"");
+        assert_eq!(got, code, "{what}: {status}");
+        assert_eq!(status["kind"], "Status", "{what}: {status}");
+    }
+    let invalid = ts.raw("POST", cms, "application/json", br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"ok","labels":{"bad key!":"v"}}}"#);
+    assert_eq!(invalid.0, 422);
+    assert!(
+        invalid.1["details"]["causes"]
+            .as_array()
+            .is_some_and(|c| !c.is_empty()),
+        "{}",
+        invalid.1
+    );
+    assert_eq!(
+        ts.etcd.keys("/registry/configmaps/"),
+        before,
+        "bad input must write nothing"
+    );
+    // anonymous: 401 except health and version
+    assert_eq!(ts.anonymous("GET", "/api/v1/namespaces"), 401);
+    assert_eq!(ts.anonymous("GET", "/readyz"), 200);
+    assert_eq!(ts.anonymous("GET", "/livez"), 200);
+    assert_eq!(ts.anonymous("GET", "/version"), 200);
+}
+
+#[test]
+fn health_metrics_and_token_auth() {
+    let ts = TestServer::start();
+    ts.kubectl_ok(&["get", "pods"]);
+    let metrics = ts.kubectl_ok(&["get", "--raw", "/metrics"]);
+    assert!(metrics.contains("apiserver_request_total{"), "{metrics}");
+    assert!(
+        metrics.contains("apiserver_request_duration_seconds_bucket{"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("resource=\"pods\""));
+    let ready = ts.kubectl_ok(&["get", "--raw", "/readyz?verbose"]);
+    assert!(ready.contains("[+]etcd ok"), "{ready}");
+    // a bearer token from the token file authenticates
+    let out = std::process::Command::new(common::kubectl_path())
+        .args([
+            "--server",
+            &ts.url(),
+            "--insecure-skip-tls-verify",
+            "--token",
+            common::TEST_TOKEN,
+            "get",
+            "ns",
+            "default",
+            "-o",
+            "name",
+        ])
+        .output()
+        .expect("kubectl");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "namespace/default",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = std::process::Command::new(common::kubectl_path())
+        .args([
+            "--server",
+            &ts.url(),
+            "--insecure-skip-tls-verify",
+            "--token",
+            "wrong",
+            "get",
+            "ns",
+        ])
+        .output()
+        .expect("kubectl");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Unauthorized"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_pagination_is_consistent() {
+    let ts = TestServer::start();
+    let client = ts.client().await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    for i in 0..12 {
+        cms.create(&PostParams::default(), &cm(&format!("p{i:02}"), json!({})))
+            .await
+            .expect("create");
+    }
+    let first = cms
+        .list(&ListParams::default().limit(5))
+        .await
+        .expect("page 1");
+    assert_eq!(first.items.len(), 5);
+    let token = first.metadata.continue_.clone().expect("continue");
+    // a write between pages does not show up in the continuation (a snapshot read)
+    cms.create(&PostParams::default(), &cm("p99", json!({})))
+        .await
+        .expect("create");
+    let mut names: Vec<String> = first
+        .items
+        .iter()
+        .filter_map(|c| c.metadata.name.clone())
+        .collect();
+    let mut tok = Some(token);
+    while let Some(t) = tok {
+        let page = cms
+            .list(&ListParams::default().limit(5).continue_token(&t))
+            .await
+            .expect("page");
+        names.extend(page.items.iter().filter_map(|c| c.metadata.name.clone()));
+        tok = page.metadata.continue_.filter(|c| !c.is_empty());
+    }
+    let expected: Vec<String> = (0..12).map(|i| format!("p{i:02}")).collect();
+    assert_eq!(names, expected);
+    let _ = cms
+        .watch(&WatchParams::default().timeout(1), "0")
+        .await
+        .expect("watch")
+        .boxed()
+        .next()
+        .await;
+}

@@ -1,0 +1,228 @@
+//! Load drivers for hack/bench/*.sh. Each subcommand prints one line of JSON
+//! with its figure, so the shell script can compute ratios measured in one run.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use futures::StreamExt;
+use serde_json::json;
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Raw etcd puts of a ~1 KiB ConfigMap-shaped value under PREFIX.
+    EtcdPut {
+        #[arg(long)]
+        endpoint: String,
+        #[arg(long, default_value = "/bench/configmaps/")]
+        prefix: String,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 10_000)]
+        count: usize,
+    },
+    /// Creates of ~1 KiB ConfigMaps (or pods) through the apiserver.
+    ApiCreate {
+        #[arg(long)]
+        kubeconfig: String,
+        #[arg(long, default_value = "configmaps")]
+        resource: String,
+        #[arg(long, default_value = "default")]
+        namespace: String,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 10_000)]
+        count: usize,
+    },
+    /// LIST of every object of RESOURCE through the apiserver, ITERATIONS times.
+    ApiList {
+        #[arg(long)]
+        kubeconfig: String,
+        #[arg(long, default_value = "pods")]
+        resource: String,
+        #[arg(long, default_value_t = 5)]
+        iterations: usize,
+    },
+    /// A raw etcd range read of every key under PREFIX, ITERATIONS times.
+    EtcdRange {
+        #[arg(long)]
+        endpoint: String,
+        #[arg(long)]
+        prefix: String,
+        #[arg(long, default_value_t = 5)]
+        iterations: usize,
+    },
+}
+
+fn payload(name: &str) -> serde_json::Value {
+    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"payload": "x".repeat(900)}})
+}
+
+fn pod(name: &str) -> serde_json::Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": "bench"}},
+        "spec": {"containers": [{"name": "c", "image": "registry.local/busybox:1", "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}]}})
+}
+
+async fn kube_client(path: &str) -> Result<kube::Client> {
+    let kc = kube::config::Kubeconfig::read_from(path)?;
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+        .await?;
+    Ok(kube::Client::try_from(cfg)?)
+}
+
+fn report(what: &str, n: usize, secs: f64, extra: serde_json::Value) {
+    let mut v = json!({"what": what, "count": n, "seconds": secs, "per_second": n as f64 / secs});
+    if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
+        o.extend(e.clone());
+    }
+    println!("{v}");
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::EtcdPut {
+            endpoint,
+            prefix,
+            concurrency,
+            count,
+        } => {
+            let client = etcd_client::Client::connect([endpoint], None).await?;
+            let start = Instant::now();
+            let errors = futures::stream::iter(0..count)
+                .map(|i| {
+                    let mut kv = client.kv_client();
+                    let key = format!("{prefix}cm-{i}");
+                    let value =
+                        serde_json::to_vec(&payload(&format!("cm-{i}"))).unwrap_or_default();
+                    async move { kv.put(key, value, None).await.is_err() }
+                })
+                .buffer_unordered(concurrency)
+                .filter(|e| futures::future::ready(*e))
+                .count()
+                .await;
+            if errors > 0 {
+                bail!("{errors} etcd puts failed");
+            }
+            report(
+                "etcd-put",
+                count,
+                start.elapsed().as_secs_f64(),
+                json!({"concurrency": concurrency}),
+            );
+        }
+        Cmd::ApiCreate {
+            kubeconfig,
+            resource,
+            namespace,
+            concurrency,
+            count,
+        } => {
+            let client = Arc::new(kube_client(&kubeconfig).await?);
+            let start = Instant::now();
+            let errors = futures::stream::iter(0..count)
+                .map(|i| {
+                    let client = client.clone();
+                    let (obj, path) = match resource.as_str() {
+                        "pods" => (
+                            pod(&format!("pod-{i}")),
+                            format!("/api/v1/namespaces/{namespace}/pods"),
+                        ),
+                        _ => (
+                            payload(&format!("cm-{i}")),
+                            format!("/api/v1/namespaces/{namespace}/configmaps"),
+                        ),
+                    };
+                    async move {
+                        let body = serde_json::to_vec(&obj).unwrap_or_default();
+                        let req = http::Request::post(path)
+                            .header("content-type", "application/json")
+                            .body(body);
+                        match req {
+                            Ok(r) => client.request_text(r).await.is_err(),
+                            Err(_) => true,
+                        }
+                    }
+                })
+                .buffer_unordered(concurrency)
+                .filter(|e| futures::future::ready(*e))
+                .count()
+                .await;
+            if errors > 0 {
+                bail!("{errors} creates failed");
+            }
+            report(
+                "api-create",
+                count,
+                start.elapsed().as_secs_f64(),
+                json!({"concurrency": concurrency, "resource": resource}),
+            );
+        }
+        Cmd::ApiList {
+            kubeconfig,
+            resource,
+            iterations,
+        } => {
+            let client = kube_client(&kubeconfig).await?;
+            let mut total = 0f64;
+            let mut items = 0;
+            for _ in 0..iterations {
+                let req = http::Request::get(format!("/api/v1/{resource}")).body(Vec::new())?;
+                let start = Instant::now();
+                let text = client.request_text(req).await?;
+                total += start.elapsed().as_secs_f64();
+                let v: serde_json::Value = serde_json::from_str(&text).context("list body")?;
+                items = v["items"].as_array().map(Vec::len).unwrap_or(0);
+            }
+            report(
+                "api-list",
+                iterations,
+                total,
+                json!({"items": items, "seconds_each": total / iterations as f64}),
+            );
+        }
+        Cmd::EtcdRange {
+            endpoint,
+            prefix,
+            iterations,
+        } => {
+            let client = etcd_client::Client::connect([endpoint], None).await?;
+            let mut kv = client
+                .kv_client()
+                .max_decoding_message_size(256 * 1024 * 1024);
+            let mut total = 0f64;
+            let mut items = 0;
+            for _ in 0..iterations {
+                let start = Instant::now();
+                let resp = kv
+                    .get(
+                        prefix.clone(),
+                        Some(etcd_client::GetOptions::new().with_prefix()),
+                    )
+                    .await?;
+                // decode like a client would, so both sides pay for parsing
+                let parsed: Vec<serde_json::Value> = resp
+                    .kvs()
+                    .iter()
+                    .filter_map(|kv| serde_json::from_slice(kv.value()).ok())
+                    .collect();
+                total += start.elapsed().as_secs_f64();
+                items = parsed.len();
+            }
+            report(
+                "etcd-range",
+                iterations,
+                total,
+                json!({"items": items, "seconds_each": total / iterations as f64}),
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,73 @@
+# Shared helpers for the hack/ scripts. Source it; it defines functions only.
+
+IRONKUBE_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+OUT_DIR=${OUT_DIR:-$IRONKUBE_ROOT/_output/local}
+
+log() { printf '\033[1m[ironkube]\033[0m %s\n' "$*" >&2; }
+die() { printf '\033[31m[ironkube] error:\033[0m %s\n' "$*" >&2; exit 1; }
+
+# A persistent target directory outside the clone, so the cold build happens once per machine.
+ironkube::target_dir() {
+  if [[ -n "${CARGO_TARGET_DIR:-}" ]]; then
+    echo "$CARGO_TARGET_DIR"
+  elif [[ -w /var/cache ]]; then
+    echo /var/cache/ironkube/target
+  else
+    echo "${XDG_CACHE_HOME:-$HOME/.cache}/ironkube/target"
+  fi
+}
+
+# Install the Debian packages the project needs, only those missing.
+ironkube::ensure_packages() {
+  local want=(etcd-server etcd-client protobuf-compiler openssl curl ca-certificates)
+  local missing=()
+  for p in "${want[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  if ((${#missing[@]})); then
+    [[ $(id -u) -eq 0 ]] || die "missing packages ${missing[*]}: run as root or install them with apt-get"
+    log "installing ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # Debian starts a system etcd on 2379 when the package is installed; ours use their own ports
+  fi
+  command -v cargo >/dev/null || die "cargo not found: install a Rust toolchain (rustup)"
+}
+
+# The real kubectl 1.33 when the machine carries versioned binaries beside the dispatcher.
+ironkube::kubectl() {
+  if [[ -n "${KUBECTL:-}" ]]; then echo "$KUBECTL"; return; fi
+  local k
+  k=$(readlink -f "$(command -v kubectl 2>/dev/null)" 2>/dev/null || true)
+  if [[ -n "$k" && -x "$(dirname "$k")/kubectl.1.33" ]]; then
+    echo "$(dirname "$k")/kubectl.1.33"
+  elif [[ -n "$k" ]]; then
+    echo "$k"
+  else
+    echo kubectl
+  fi
+}
+
+# Wait until URL answers 200 (curl args after the URL), up to $2 seconds.
+ironkube::wait_url() {
+  local url=$1 secs=$2; shift 2
+  local i
+  for ((i = 0; i < secs * 5; i++)); do
+    if curl -fsS -o /dev/null "$@" "$url" 2>/dev/null; then return 0; fi
+    sleep 0.2
+  done
+  return 1
+}
+
+# Stop the process in pid file $1: TERM, wait, then KILL.
+ironkube::stop_pidfile() {
+  local f=$1 pid i
+  [[ -f "$f" ]] || return 0
+  pid=$(cat "$f")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$f"
+}

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Stop everything hack/local-up-cluster.sh started and remove its runtime state
+# (etcd data). The PKI stays, so the next start reuses it. --keep-logs keeps logs.
+set -euo pipefail
+source "$(dirname "$0")/lib/common.sh"
+
+keep_logs=0
+[[ ${1:-} == --keep-logs ]] && keep_logs=1
+
+for c in kube-apiserver etcd; do
+  if [[ -f "$OUT_DIR/$c.pid" ]]; then
+    log "stopping $c"
+    ironkube::stop_pidfile "$OUT_DIR/$c.pid"
+  fi
+done
+rm -rf "$OUT_DIR/etcd"
+((keep_logs)) || rm -rf "$OUT_DIR/logs"
+rm -f "$OUT_DIR/admin.kubeconfig"
+log "the local cluster is down"

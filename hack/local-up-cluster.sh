@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Bring up a local ironkube cluster on this machine: installs what is missing,
+# builds, makes a PKI, starts etcd and the control plane in the background, and
+# writes _output/local/admin.kubeconfig.
+#
+#   hack/local-up-cluster.sh [--nodes N]     (N=0: control plane only)
+#   hack/local-down-cluster.sh               stops everything it started
+#
+# Environment: API_PORT (6443), ETCD_PORT (12379), ADVERTISE_ADDRESS (127.0.0.1),
+# SERVICE_CLUSTER_IP_RANGE (10.0.0.0/24), CARGO_TARGET_DIR.
+set -euo pipefail
+source "$(dirname "$0")/lib/common.sh"
+source "$(dirname "$0")/lib/pki.sh"
+
+NODES=0
+while (($#)); do
+  case $1 in
+    --nodes) NODES=${2:?--nodes needs a number}; shift 2 ;;
+    --nodes=*) NODES=${1#--nodes=}; shift ;;
+    -h | --help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown argument $1 (see --help)" ;;
+  esac
+done
+[[ $NODES =~ ^[0-9]+$ ]] || die "--nodes wants a number, got $NODES"
+
+API_PORT=${API_PORT:-6443}
+ETCD_PORT=${ETCD_PORT:-12379}
+ETCD_PEER_PORT=${ETCD_PEER_PORT:-$((ETCD_PORT + 1))}
+ADVERTISE_ADDRESS=${ADVERTISE_ADDRESS:-127.0.0.1}
+SERVICE_CLUSTER_IP_RANGE=${SERVICE_CLUSTER_IP_RANGE:-10.0.0.0/24}
+SERVICE_IP=${SERVICE_CLUSTER_IP_RANGE%.*/*}.1
+LOGS=$OUT_DIR/logs
+PKI=$OUT_DIR/pki
+KUBECONFIG_OUT=$OUT_DIR/admin.kubeconfig
+mkdir -p "$LOGS" "$PKI"
+
+running() { [[ -f "$OUT_DIR/$1.pid" ]] && kill -0 "$(cat "$OUT_DIR/$1.pid")" 2>/dev/null; }
+
+if running etcd && running kube-apiserver; then
+  log "the local cluster is already running (hack/local-down-cluster.sh stops it)"
+  log "export KUBECONFIG=$KUBECONFIG_OUT"
+  exit 0
+fi
+
+# a failure half-way leaves nothing half-started
+started=0
+cleanup_on_error() {
+  if ((started)) && [[ ${UP_OK:-0} != 1 ]]; then
+    log "start-up failed; stopping what was started (logs in $LOGS)"
+    "$IRONKUBE_ROOT/hack/local-down-cluster.sh" --keep-logs >/dev/null 2>&1 || true
+  fi
+}
+trap cleanup_on_error EXIT
+
+log "checking dependencies"
+ironkube::ensure_packages
+
+TARGET=$(ironkube::target_dir)
+log "building release binaries (target dir $TARGET)"
+(cd "$IRONKUBE_ROOT" && CARGO_TARGET_DIR=$TARGET cargo build --release --bin kube-apiserver)
+BIN=$TARGET/release
+
+log "making the PKI in $PKI"
+ironkube::pki "$PKI" "$ADVERTISE_ADDRESS" "$SERVICE_IP"
+if [[ ! -f "$PKI/tokens.csv" ]]; then
+  (umask 077; echo "$(openssl rand -hex 16),admin-token,admin-token,\"system:masters\"" > "$PKI/tokens.csv")
+fi
+
+started=1
+running etcd || {
+  log "starting etcd on 127.0.0.1:$ETCD_PORT"
+  rm -rf "$OUT_DIR/etcd"
+  etcd --name=local --data-dir="$OUT_DIR/etcd" \
+    --listen-client-urls="http://127.0.0.1:$ETCD_PORT" --advertise-client-urls="http://127.0.0.1:$ETCD_PORT" \
+    --listen-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-cluster="local=http://127.0.0.1:$ETCD_PEER_PORT" >"$LOGS/etcd.log" 2>&1 &
+  echo $! >"$OUT_DIR/etcd.pid"
+  ironkube::wait_url "http://127.0.0.1:$ETCD_PORT/health" 30 || die "etcd did not become healthy (see $LOGS/etcd.log)"
+}
+
+log "starting kube-apiserver on https://$ADVERTISE_ADDRESS:$API_PORT"
+"$BIN/kube-apiserver" \
+  --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
+  --secure-port="$API_PORT" \
+  --advertise-address="$ADVERTISE_ADDRESS" \
+  --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
+  --client-ca-file="$PKI/ca.crt" \
+  --token-auth-file="$PKI/tokens.csv" \
+  --service-cluster-ip-range="$SERVICE_CLUSTER_IP_RANGE" \
+  >"$LOGS/kube-apiserver.log" 2>&1 &
+echo $! >"$OUT_DIR/kube-apiserver.pid"
+ironkube::wait_url "https://127.0.0.1:$API_PORT/readyz" 60 --cacert "$PKI/ca.crt" ||
+  die "kube-apiserver did not become ready (see $LOGS/kube-apiserver.log)"
+
+KUBECTL=$(ironkube::kubectl)
+log "writing $KUBECONFIG_OUT"
+rm -f "$KUBECONFIG_OUT"
+kc() { "$KUBECTL" --kubeconfig="$KUBECONFIG_OUT" "$@" >/dev/null; }
+kc config set-cluster local --server="https://$ADVERTISE_ADDRESS:$API_PORT" --certificate-authority="$PKI/ca.crt" --embed-certs=true
+kc config set-credentials admin --client-certificate="$PKI/admin.crt" --client-key="$PKI/admin.key" --embed-certs=true
+kc config set-context local --cluster=local --user=admin --namespace=default
+kc config use-context local
+chmod 600 "$KUBECONFIG_OUT"
+
+if ((NODES > 0)); then
+  log "note: worker nodes (kubelet, kube-proxy) are not built yet; started the control plane only"
+fi
+UP_OK=1
+cat >&2 <<MSG
+
+  The local cluster is up (control plane: etcd, kube-apiserver).
+  Logs:        $LOGS/
+  Use it:      export KUBECONFIG=$KUBECONFIG_OUT
+               kubectl get namespaces
+  Stop it:     hack/local-down-cluster.sh
+
+MSG
