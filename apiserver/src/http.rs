@@ -381,8 +381,9 @@ async fn read_body(mut body: Incoming) -> ApiResult<Bytes> {
     Ok(buf.freeze())
 }
 
-/// Decode a JSON or YAML body into a JSON value.
+/// Decode a JSON, YAML or (for whole objects) protobuf body into a JSON value.
 fn decode_body(
+    api: &Api,
     headers: &HeaderMap,
     body: &[u8],
     patch: bool,
@@ -397,6 +398,13 @@ fn decode_body(
         .unwrap_or_default()
         .trim()
         .to_ascii_lowercase();
+    if mt == "application/vnd.kubernetes.protobuf" && !patch {
+        let v = api
+            .protobuf
+            .decode(body, &|av, kind| api.openapi.schema_of(av, kind))
+            .map_err(|e| ApiError::bad_request(format!("error decoding protobuf: {e}")))?;
+        return Ok((v, None));
+    }
     let (yaml, ptype) = match mt.as_str() {
         "application/json-patch+json" if patch => (false, Some(PatchType::Json)),
         "application/merge-patch+json" if patch => (false, Some(PatchType::Merge)),
@@ -543,18 +551,18 @@ async fn serve_resource(
                 return Err(ApiError::not_found_path());
             }
             let out = negotiate(accept, &allowed)?;
-            let (v, _) = decode_body(&parts.headers, &read_body(body).await?, false)?;
+            let (v, _) = decode_body(api, &parts.headers, &read_body(body).await?, false)?;
             let created = store::create(&ctx, v).await?;
             object_response(res, 201, created, out, &q)
         }
         (&Method::POST, Some(n), Some("binding")) => {
             labels.verb = "POST";
-            let (v, _) = decode_body(&parts.headers, &read_body(body).await?, false)?;
+            let (v, _) = decode_body(api, &parts.headers, &read_body(body).await?, false)?;
             json_response(201, &store::bind(&ctx, n, &v).await?)
         }
         (&Method::POST, Some(n), Some("eviction")) => {
             labels.verb = "POST";
-            let (v, _) = decode_body(&parts.headers, &read_body(body).await?, false)?;
+            let (v, _) = decode_body(api, &parts.headers, &read_body(body).await?, false)?;
             let opts = DeleteOpts::from_body(&v["deleteOptions"]);
             store::delete(&ctx, n, &opts).await?;
             json_response(201, &success_status(None))
@@ -562,25 +570,25 @@ async fn serve_resource(
         (&Method::PUT, Some(n), None | Some("status")) => {
             labels.verb = "PUT";
             let out = negotiate(accept, &allowed)?;
-            let (v, _) = decode_body(&parts.headers, &read_body(body).await?, false)?;
+            let (v, _) = decode_body(api, &parts.headers, &read_body(body).await?, false)?;
             let (obj, created) = store::update(&ctx, n, sub, v).await?;
             object_response(res, if created { 201 } else { 200 }, obj, out, &q)
         }
         (&Method::PUT, Some(n), Some("scale")) => {
             labels.verb = "PUT";
-            let (v, _) = decode_body(&parts.headers, &read_body(body).await?, false)?;
+            let (v, _) = decode_body(api, &parts.headers, &read_body(body).await?, false)?;
             let scale = store::update_scale(&ctx, n, &|_| Ok(v.clone())).await?;
             json_response(200, &scale)
         }
         (&Method::PUT, Some(n), Some("finalize")) => {
             labels.verb = "PUT";
-            let (v, _) = decode_body(&parts.headers, &read_body(body).await?, false)?;
+            let (v, _) = decode_body(api, &parts.headers, &read_body(body).await?, false)?;
             json_response(200, &store::finalize_namespace(&ctx, n, &v).await?)
         }
         (&Method::PATCH, Some(n), None | Some("status")) => {
             labels.verb = "PATCH";
             let out = negotiate(accept, &allowed)?;
-            let (v, ptype) = decode_body(&parts.headers, &read_body(body).await?, true)?;
+            let (v, ptype) = decode_body(api, &parts.headers, &read_body(body).await?, true)?;
             let ptype = ptype.ok_or_else(|| ApiError::unsupported_media_type("none"))?;
             if ptype != PatchType::Apply && q.get("force").is_some() {
                 return Err(ApiError::bad_request(
@@ -592,7 +600,7 @@ async fn serve_resource(
         }
         (&Method::PATCH, Some(n), Some("scale")) => {
             labels.verb = "PATCH";
-            let (v, ptype) = decode_body(&parts.headers, &read_body(body).await?, true)?;
+            let (v, ptype) = decode_body(api, &parts.headers, &read_body(body).await?, true)?;
             let scale = store::update_scale(&ctx, n, &|mut cur: Value| {
                 match ptype {
                     Some(PatchType::Json) => {
@@ -611,7 +619,7 @@ async fn serve_resource(
         (&Method::DELETE, Some(n), None) => {
             labels.verb = "DELETE";
             let out = negotiate(accept, &allowed)?;
-            let opts = delete_opts(&parts.headers, body, &q).await?;
+            let opts = delete_opts(api, &parts.headers, body, &q).await?;
             let obj = store::delete(&ctx, n, &opts).await?;
             object_response(res, 200, obj, out, &q)
         }
@@ -620,7 +628,7 @@ async fn serve_resource(
             if res.namespaced && t.ns.is_none() {
                 return Err(ApiError::not_found_path());
             }
-            let opts = delete_opts(&parts.headers, body, &q).await?;
+            let opts = delete_opts(api, &parts.headers, body, &q).await?;
             delete_collection(api, &ctx, &q, &opts).await?
         }
         _ => return Err(ApiError::method_not_allowed(method.as_str(), res)),
@@ -640,12 +648,17 @@ fn with_warnings(mut resp: Response<Body>, ctx: &Ctx) -> Response<Body> {
     resp
 }
 
-async fn delete_opts(headers: &HeaderMap, body: Incoming, q: &Query) -> ApiResult<DeleteOpts> {
+async fn delete_opts(
+    api: &Api,
+    headers: &HeaderMap,
+    body: Incoming,
+    q: &Query,
+) -> ApiResult<DeleteOpts> {
     let raw = read_body(body).await?;
     let mut opts = if raw.iter().all(u8::is_ascii_whitespace) {
         DeleteOpts::default()
     } else {
-        let (v, _) = decode_body(headers, &raw, false)?;
+        let (v, _) = decode_body(api, headers, &raw, false)?;
         DeleteOpts::from_body(&v)
     };
     if let Some(g) = q.int("gracePeriodSeconds")? {

@@ -16,6 +16,7 @@ pub mod events;
 pub mod http;
 pub mod metrics;
 pub mod openapi;
+pub mod protobuf;
 pub mod registry;
 pub mod selectors;
 pub mod services;
@@ -73,6 +74,7 @@ pub struct Api {
     pub cache: Arc<Cache>,
     pub metrics: Metrics,
     pub openapi: openapi::OpenApi,
+    pub protobuf: protobuf::Decoder,
     pub service_ips: Range,
     pub node_ports: Range,
     pub event_ttl: Duration,
@@ -205,6 +207,8 @@ impl Server {
             .map(|a| a.port())
             .unwrap_or(cfg.secure_port);
         let (shutdown_tx, shutdown) = watch::channel(false);
+        let openapi = openapi::OpenApi::build();
+        let protobuf = protobuf::Decoder::new(&openapi);
         let cache = Cache::new(storage.clone(), &cfg.etcd_prefix, cfg.watch_cache_size);
         tokio::spawn(cache.clone().run(shutdown.clone()));
         let api = Arc::new(Api {
@@ -218,7 +222,8 @@ impl Server {
             storage,
             cache,
             metrics: Metrics::new(),
-            openapi: openapi::OpenApi::build(),
+            openapi,
+            protobuf,
             event_ttl: cfg.event_ttl,
             event_lease: tokio::sync::Mutex::new(None),
             shutdown,

@@ -328,6 +328,24 @@ impl OpenApi {
         self.v3_docs.get(gv_path.trim_matches('/')).cloned()
     }
 
+    /// The property names a schema declares (empty for unknown schemas).
+    pub fn property_names(&self, schema: &str) -> Vec<String> {
+        self.schemas
+            .get(schema)
+            .and_then(|s| s.get("properties"))
+            .and_then(Value::as_object)
+            .map(|p| p.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The schema name of a kind, from its apiVersion ("v1", "apps/v1") and kind.
+    pub fn schema_of(&self, api_version: &str, kind: &str) -> Option<String> {
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        self.kinds
+            .get(&(group.to_string(), version.to_string(), kind.to_string()))
+            .cloned()
+    }
+
     /// Fields of `obj` its kind's schema does not declare, as ".spec.foo" paths.
     pub fn unknown_fields(
         &self,
