@@ -81,6 +81,8 @@ pub struct Api {
     event_lease: tokio::sync::Mutex<Option<(i64, Instant)>>,
     pub shutdown: watch::Receiver<bool>,
     shutting_down: AtomicBool,
+    /// The system namespaces and the `kubernetes` Service exist (upstream's post-start hook).
+    bootstrapped: AtomicBool,
     advertise: IpAddr,
     port: u16,
 }
@@ -111,23 +113,25 @@ impl Api {
         let etcd = self.storage.healthy().await;
         let cache = self.cache.is_ready();
         let live = !self.shutting_down.load(Ordering::Relaxed);
-        let mark = |ok: bool| if ok { "[+]" } else { "[-]" };
+        let boot = self.bootstrapped.load(Ordering::Relaxed);
+        let line = |ok: bool, name: &str| {
+            format!(
+                "{}{name} {}\n",
+                if ok { "[+]" } else { "[-]" },
+                if ok { "ok" } else { "failed" }
+            )
+        };
+        let ready = etcd && cache && live && boot;
         let report = format!(
-            "{}ping ok\n{}etcd {}\n{}informer-sync {}\n{}shutdown {}\nreadyz check {}\n",
-            mark(true),
-            mark(etcd),
-            if etcd { "ok" } else { "failed" },
-            mark(cache),
-            if cache { "ok" } else { "failed" },
-            mark(live),
-            if live { "ok" } else { "failed: shutting down" },
-            if etcd && cache && live {
-                "passed"
-            } else {
-                "failed"
-            },
+            "{}{}{}{}{}readyz check {}\n",
+            line(true, "ping"),
+            line(etcd, "etcd"),
+            line(cache, "informer-sync"),
+            line(boot, "poststarthook/bootstrap-controller"),
+            line(live, "shutdown"),
+            if ready { "passed" } else { "failed" },
         );
-        (etcd && cache && live, report)
+        (ready, report)
     }
 }
 
@@ -228,6 +232,7 @@ impl Server {
             event_lease: tokio::sync::Mutex::new(None),
             shutdown,
             shutting_down: AtomicBool::new(false),
+            bootstrapped: AtomicBool::new(false),
             advertise: cfg.advertise_address,
             port,
         });
@@ -349,7 +354,10 @@ async fn bootstrap(api: Arc<Api>, cfg: Config) {
     loop {
         if api.cache.is_ready() {
             match bootstrap_once(&api, &system, &cfg).await {
-                Ok(()) => break,
+                Ok(()) => {
+                    api.bootstrapped.store(true, Ordering::Relaxed);
+                    break;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e.message, "bootstrapping system objects; retrying")
                 }

@@ -491,6 +491,8 @@ fn health_metrics_and_token_auth() {
     assert!(metrics.contains("resource=\"pods\""));
     let ready = ts.kubectl_ok(&["get", "--raw", "/readyz?verbose"]);
     assert!(ready.contains("[+]etcd ok"), "{ready}");
+    // ready only once the system namespaces exist: a create right after is never a 404
+    assert!(ready.contains("[+]poststarthook/bootstrap-controller ok"), "{ready}");
     // a bearer token from the token file authenticates
     let out = std::process::Command::new(common::kubectl_path())
         .args([
