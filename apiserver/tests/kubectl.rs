@@ -301,31 +301,108 @@ fn generator_commands_send_protobuf() {
         a.extend_from_slice(args);
         ts.kubectl_ok(&a)
     };
-    n(&["create", "configmap", "cfg", "--from-literal=a=1", "--from-literal=b=two"]);
-    assert_eq!(n(&["get", "cm", "cfg", "-o", "jsonpath={.data.a},{.data.b}"]), "1,two");
-    n(&["create", "secret", "generic", "s", "--from-literal=password=hunter2"]);
-    assert_eq!(n(&["get", "secret", "s", "-o", "jsonpath={.data.password}"]), "aHVudGVyMg==");
-    n(&["create", "deployment", "web", "--image=busybox:1.36", "--replicas=3", "--port=8080"]);
-    let d: serde_json::Value = serde_json::from_str(&n(&["get", "deploy", "web", "-o", "json"])).expect("json");
+    n(&[
+        "create",
+        "configmap",
+        "cfg",
+        "--from-literal=a=1",
+        "--from-literal=b=two",
+    ]);
+    assert_eq!(
+        n(&["get", "cm", "cfg", "-o", "jsonpath={.data.a},{.data.b}"]),
+        "1,two"
+    );
+    n(&[
+        "create",
+        "secret",
+        "generic",
+        "s",
+        "--from-literal=password=hunter2",
+    ]);
+    assert_eq!(
+        n(&["get", "secret", "s", "-o", "jsonpath={.data.password}"]),
+        "aHVudGVyMg=="
+    );
+    n(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=busybox:1.36",
+        "--replicas=3",
+        "--port=8080",
+    ]);
+    let d: serde_json::Value =
+        serde_json::from_str(&n(&["get", "deploy", "web", "-o", "json"])).expect("json");
     assert_eq!(d["spec"]["replicas"], 3);
     assert_eq!(d["spec"]["selector"]["matchLabels"]["app"], "web");
-    assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["image"], "busybox:1.36");
-    assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"], 8080);
-    n(&["expose", "deployment", "web", "--port=80", "--target-port=8080", "--type=NodePort"]);
-    let svc: serde_json::Value = serde_json::from_str(&n(&["get", "svc", "web", "-o", "json"])).expect("json");
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["image"],
+        "busybox:1.36"
+    );
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"],
+        8080
+    );
+    n(&[
+        "expose",
+        "deployment",
+        "web",
+        "--port=80",
+        "--target-port=8080",
+        "--type=NodePort",
+    ]);
+    let svc: serde_json::Value =
+        serde_json::from_str(&n(&["get", "svc", "web", "-o", "json"])).expect("json");
     assert_eq!(svc["spec"]["ports"][0]["targetPort"], 8080);
-    assert!(svc["spec"]["ports"][0]["nodePort"].as_i64().is_some_and(|p| p >= 30000));
-    n(&["run", "once", "--image=busybox", "--restart=Never", "--labels=x=y", "--", "sh", "-c", "echo hi"]);
-    let pod: serde_json::Value = serde_json::from_str(&n(&["get", "pod", "once", "-o", "json"])).expect("json");
+    assert!(svc["spec"]["ports"][0]["nodePort"]
+        .as_i64()
+        .is_some_and(|p| p >= 30000));
+    n(&[
+        "run",
+        "once",
+        "--image=busybox",
+        "--restart=Never",
+        "--labels=x=y",
+        "--",
+        "sh",
+        "-c",
+        "echo hi",
+    ]);
+    let pod: serde_json::Value =
+        serde_json::from_str(&n(&["get", "pod", "once", "-o", "json"])).expect("json");
     assert_eq!(pod["spec"]["restartPolicy"], "Never");
-    assert_eq!(pod["spec"]["containers"][0]["args"], serde_json::json!(["sh", "-c", "echo hi"]));
+    assert_eq!(
+        pod["spec"]["containers"][0]["args"],
+        serde_json::json!(["sh", "-c", "echo hi"])
+    );
     n(&["create", "job", "j", "--image=busybox", "--", "true"]);
-    n(&["create", "cronjob", "cj", "--image=busybox", "--schedule=*/5 * * * *", "--", "true"]);
+    n(&[
+        "create",
+        "cronjob",
+        "cj",
+        "--image=busybox",
+        "--schedule=*/5 * * * *",
+        "--",
+        "true",
+    ]);
     n(&["create", "serviceaccount", "robot"]);
     let all = n(&["get", "all", "-o", "name"]);
-    for want in ["pod/once", "service/web", "deployment.apps/web", "job.batch/j", "cronjob.batch/cj"] {
+    for want in [
+        "pod/once",
+        "service/web",
+        "deployment.apps/web",
+        "job.batch/j",
+        "cronjob.batch/cj",
+    ] {
         assert!(all.contains(want), "{want} missing from:\n{all}");
     }
     // timestamps survive the protobuf round trip
-    assert!(n(&["get", "cm", "cfg", "-o", "jsonpath={.metadata.creationTimestamp}"]).ends_with('Z'));
+    assert!(n(&[
+        "get",
+        "cm",
+        "cfg",
+        "-o",
+        "jsonpath={.metadata.creationTimestamp}"
+    ])
+    .ends_with('Z'));
 }

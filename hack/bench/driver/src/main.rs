@@ -27,6 +27,12 @@ enum Cmd {
         concurrency: usize,
         #[arg(long, default_value_t = 10_000)]
         count: usize,
+        /// Write as the apiserver does: a create-if-absent transaction instead of a put.
+        #[arg(long)]
+        txn: bool,
+        /// Keep a prefix watch with previous values open meanwhile, as the watch cache does.
+        #[arg(long)]
+        watch: bool,
     },
     /// Creates of ~1 KiB ConfigMaps (or pods) through the apiserver.
     ApiCreate {
@@ -93,8 +99,24 @@ async fn main() -> Result<()> {
             prefix,
             concurrency,
             count,
+            txn,
+            watch,
         } => {
             let client = etcd_client::Client::connect([endpoint], None).await?;
+            let watcher = if watch {
+                let opts = etcd_client::WatchOptions::new()
+                    .with_prefix()
+                    .with_prev_key();
+                let mut stream = client
+                    .watch_client()
+                    .watch(prefix.clone(), Some(opts))
+                    .await?;
+                Some(tokio::spawn(async move {
+                    while let Ok(Some(_)) = stream.message().await {}
+                }))
+            } else {
+                None
+            };
             let start = Instant::now();
             let errors = futures::stream::iter(0..count)
                 .map(|i| {
@@ -102,7 +124,20 @@ async fn main() -> Result<()> {
                     let key = format!("{prefix}cm-{i}");
                     let value =
                         serde_json::to_vec(&payload(&format!("cm-{i}"))).unwrap_or_default();
-                    async move { kv.put(key, value, None).await.is_err() }
+                    async move {
+                        if txn {
+                            let t = etcd_client::Txn::new()
+                                .when([etcd_client::Compare::create_revision(
+                                    key.clone(),
+                                    etcd_client::CompareOp::Equal,
+                                    0,
+                                )])
+                                .and_then([etcd_client::TxnOp::put(key, value, None)]);
+                            kv.txn(t).await.map(|r| !r.succeeded()).unwrap_or(true)
+                        } else {
+                            kv.put(key, value, None).await.is_err()
+                        }
+                    }
                 })
                 .buffer_unordered(concurrency)
                 .filter(|e| futures::future::ready(*e))
@@ -110,6 +145,9 @@ async fn main() -> Result<()> {
                 .await;
             if errors > 0 {
                 bail!("{errors} etcd puts failed");
+            }
+            if let Some(w) = watcher {
+                w.abort();
             }
             report(
                 "etcd-put",
@@ -146,7 +184,13 @@ async fn main() -> Result<()> {
                             .header("content-type", "application/json")
                             .body(body);
                         match req {
-                            Ok(r) => client.request_text(r).await.is_err(),
+                            Ok(r) => match client.request_text(r).await {
+                                Ok(_) => false,
+                                Err(e) => {
+                                    eprintln!("create failed: {e}");
+                                    true
+                                }
+                            },
                             Err(_) => true,
                         }
                     }
