@@ -53,6 +53,9 @@ pub struct Flags {
     pub authorization_mode: String,
     #[arg(long, default_value_t = false)]
     pub allow_privileged: bool,
+    /// How often etcd history is compacted (Go duration; 0 turns it off).
+    #[arg(long, default_value = "5m0s")]
+    pub etcd_compaction_interval: String,
     /// How many recent events the watch cache keeps for watchers resuming from an older resourceVersion.
     #[arg(long, default_value_t = 10_000)]
     pub default_watch_cache_size: usize,
@@ -89,6 +92,7 @@ pub struct Config {
     pub advertise_address: IpAddr,
     pub event_ttl: Duration,
     pub watch_cache_size: usize,
+    pub compaction_interval: Duration,
 }
 
 fn read(path: &PathBuf) -> Result<Vec<u8>, ConfigError> {
@@ -140,6 +144,8 @@ impl Flags {
             }),
             event_ttl: parse_duration(&self.event_ttl).map_err(|why| invalid("event-ttl", why))?,
             watch_cache_size: self.default_watch_cache_size.max(1),
+            compaction_interval: parse_duration(&self.etcd_compaction_interval)
+                .map_err(|why| invalid("etcd-compaction-interval", why))?,
         })
     }
 }

@@ -265,6 +265,8 @@ impl Server {
             cfg,
         } = self;
         tracing::info!(addr = ?listener.local_addr().ok(), "serving securely");
+        let compaction = (!cfg.compaction_interval.is_zero())
+            .then(|| tokio::spawn(compactor(api.clone(), cfg.compaction_interval)));
         let boot = tokio::spawn(bootstrap(api.clone(), cfg));
         let mut conns = tokio::task::JoinSet::new();
         loop {
@@ -280,6 +282,9 @@ impl Server {
         }
         tracing::info!("shutting down: readyz fails, in-flight requests drain");
         boot.abort();
+        if let Some(c) = compaction {
+            c.abort();
+        }
         api.shutting_down.store(true, Ordering::Relaxed);
         drop(listener);
         let _ = shutdown_tx.send(true);
@@ -339,6 +344,35 @@ async fn serve_conn(
         _ = crate::stopped(&mut shutdown) => {
             conn.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(Duration::from_secs(30), conn).await;
+        }
+    }
+}
+
+/// Compact etcd history every `interval`, to the revision seen one interval
+/// earlier, as upstream does. Several apiservers take turns through a version
+/// check on `compact_rev_key`, so each interval compacts once.
+async fn compactor(api: Arc<Api>, interval: Duration) {
+    const KEY: &str = "compact_rev_key";
+    let mut shutdown = api.shutdown.clone();
+    let (mut version, mut rev) = (0i64, 0i64);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stopped(&mut shutdown) => return,
+        }
+        match api.storage.claim_compaction(KEY, version).await {
+            Ok((true, v, now)) => {
+                if rev > 0 {
+                    match api.storage.compact(rev).await {
+                        Ok(()) => tracing::info!(revision = rev, "compacted etcd history"),
+                        Err(e) => tracing::warn!(revision = rev, error = %e, "compacting etcd"),
+                    }
+                }
+                (version, rev) = (v, now);
+            }
+            // another apiserver compacted this round: follow its count
+            Ok((false, v, now)) => (version, rev) = (v, now),
+            Err(e) => tracing::warn!(error = %e, "compaction round"),
         }
     }
 }

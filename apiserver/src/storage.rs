@@ -201,6 +201,33 @@ impl Storage {
         Ok(self.client.watch_client().watch(prefix, Some(opts)).await?)
     }
 
+    /// One compactor round's claim: bump `key`'s version if it is still `expected`.
+    /// Returns whether we won, the key's version now, and the store's revision.
+    pub async fn claim_compaction(
+        &self,
+        key: &str,
+        expected: i64,
+    ) -> StorageResult<(bool, i64, i64)> {
+        let txn = Txn::new()
+            .when([Compare::version(key, CompareOp::Equal, expected)])
+            .and_then([TxnOp::put(key, "", None)])
+            .or_else([TxnOp::get(key, None)]);
+        let resp = self.kv().txn(txn).await?;
+        let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
+        if resp.succeeded() {
+            return Ok((true, expected + 1, rev));
+        }
+        let version = resp
+            .op_responses()
+            .iter()
+            .find_map(|op| match op {
+                TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.version()),
+                _ => None,
+            })
+            .unwrap_or(0);
+        Ok((false, version, rev))
+    }
+
     /// Compact history up to `rev` (tests and the compactor).
     pub async fn compact(&self, rev: i64) -> StorageResult<()> {
         self.client.kv_client().compact(rev, None).await?;

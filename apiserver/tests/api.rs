@@ -492,7 +492,10 @@ fn health_metrics_and_token_auth() {
     let ready = ts.kubectl_ok(&["get", "--raw", "/readyz?verbose"]);
     assert!(ready.contains("[+]etcd ok"), "{ready}");
     // ready only once the system namespaces exist: a create right after is never a 404
-    assert!(ready.contains("[+]poststarthook/bootstrap-controller ok"), "{ready}");
+    assert!(
+        ready.contains("[+]poststarthook/bootstrap-controller ok"),
+        "{ready}"
+    );
     // a bearer token from the token file authenticates
     let out = std::process::Command::new(common::kubectl_path())
         .args([
@@ -578,4 +581,41 @@ async fn list_pagination_is_consistent() {
         .boxed()
         .next()
         .await;
+}
+
+#[test]
+fn etcd_history_is_compacted_periodically() {
+    let ts =
+        TestServer::start_with(|c| c.compaction_interval = std::time::Duration::from_millis(700));
+    for i in 0..5 {
+        ts.kubectl_stdin_ok(
+            &["create", "-f", "-"],
+            &format!(r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"h{i}"}}}}"#),
+        );
+    }
+    // two rounds compact to the revision the first round saw
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let out = std::process::Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args([
+                &format!("--endpoints={}", ts.etcd.endpoint),
+                "get",
+                "--rev=2",
+                "--prefix",
+                "/registry",
+            ])
+            .output()
+            .expect("etcdctl");
+        if String::from_utf8_lossy(&out.stderr).contains("compacted") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "history at revision 2 was never compacted"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // the cache and the API carry on
+    ts.kubectl_ok(&["get", "configmap", "h4"]);
 }

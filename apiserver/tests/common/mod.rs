@@ -200,6 +200,7 @@ impl TestServer {
             advertise_address: "127.0.0.1".parse().expect("ip"),
             event_ttl: Duration::from_secs(3600),
             watch_cache_size: 10_000,
+            compaction_interval: Duration::ZERO,
         };
         let mut cfg = cfg;
         tweak(&mut cfg);
