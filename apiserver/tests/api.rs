@@ -619,3 +619,90 @@ fn etcd_history_is_compacted_periodically() {
     // the cache and the API carry on
     ts.kubectl_ok(&["get", "configmap", "h4"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_list_metadata_and_event_versions() {
+    let ts = TestServer::start();
+    let client = ts.client().await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    cms.create(&PostParams::default(), &cm("m1", json!({"team": "a"})))
+        .await
+        .expect("create");
+    // watch-list: initial ADDED events, then a bookmark marking their end
+    let (_, body) = ts.raw(
+        "GET",
+        "/api/v1/namespaces/default/configmaps?watch=1&sendInitialEvents=true&allowWatchBookmarks=true&resourceVersionMatch=NotOlderThan&timeoutSeconds=1",
+        "application/json",
+        b"",
+    );
+    let text = body
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| body.to_string());
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["type"] == "ADDED" && e["object"]["metadata"]["name"] == "m1"),
+        "{text}"
+    );
+    let end = events
+        .iter()
+        .position(|e| e["type"] == "BOOKMARK")
+        .expect("a bookmark");
+    assert_eq!(
+        events[end]["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"],
+        "true"
+    );
+    assert!(events[..end].iter().all(|e| e["type"] == "ADDED"));
+    // PartialObjectMetadata lists
+    let meta = cms
+        .list_metadata(&ListParams::default().labels("team=a"))
+        .await
+        .expect("metadata list");
+    assert_eq!(meta.items.len(), 1);
+    assert_eq!(meta.items[0].metadata.name.as_deref(), Some("m1"));
+    // events.k8s.io/v1 and core/v1 Events are one object in two shapes
+    let ev: k8s_openapi::api::events::v1::Event = serde_json::from_value(json!({
+        "metadata": {"name": "e1", "namespace": "default"},
+        "eventTime": "2026-01-01T00:00:00.000000Z", "reportingController": "test", "reportingInstance": "t1",
+        "action": "Testing", "reason": "Checked", "type": "Normal", "note": "all good",
+        "regarding": {"kind": "ConfigMap", "name": "m1", "namespace": "default"},
+    }))
+    .expect("event");
+    let evs: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), "default");
+    evs.create(&PostParams::default(), &ev)
+        .await
+        .expect("create events.k8s.io event");
+    let core: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), "default");
+    let c = core.get("e1").await.expect("core view");
+    assert_eq!(c.message.as_deref(), Some("all good"));
+    assert_eq!(c.involved_object.name.as_deref(), Some("m1"));
+    assert_eq!(c.reporting_component.as_deref(), Some("test"));
+    let listed = evs
+        .list(&ListParams::default().fields("regarding.name=m1"))
+        .await
+        .expect("list v1");
+    assert_eq!(
+        listed.items.first().and_then(|e| e.note.clone()).as_deref(),
+        Some("all good")
+    );
+    // events expire through an etcd lease (--event-ttl)
+    let kv = ts
+        .etcd
+        .ctl(&["get", "/registry/events/default/e1", "-w", "json"]);
+    let lease = kv
+        .split("\"lease\":")
+        .nth(1)
+        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
+        .unwrap_or("0");
+    assert_ne!(lease, "0", "the event has no lease: {kv}");
+    let table = ts.kubectl_ok(&["get", "events"]);
+    assert!(
+        table.contains("Checked") && table.contains("all good"),
+        "{table}"
+    );
+}
