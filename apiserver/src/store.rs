@@ -696,6 +696,8 @@ pub struct DeleteOpts {
     pub propagation: Option<String>,
     pub precondition_uid: Option<String>,
     pub precondition_rv: Option<String>,
+    /// `dryRun: ["All"]` in the DeleteOptions body (the query's dryRun is on the Ctx)
+    pub dry_run: bool,
 }
 
 impl DeleteOpts {
@@ -715,6 +717,9 @@ impl DeleteOpts {
             precondition_rv: body["preconditions"]["resourceVersion"]
                 .as_str()
                 .map(str::to_string),
+            dry_run: body["dryRun"]
+                .as_array()
+                .is_some_and(|d| d.iter().any(|v| v == "All")),
         }
     }
 }
@@ -722,6 +727,7 @@ impl DeleteOpts {
 /// DELETE of one object: graceful for pods, finalizers and propagation recorded for the
 /// garbage collector, otherwise removed. Returns the object's last state.
 pub async fn delete(ctx: &Ctx<'_>, name: &str, opts: &DeleteOpts) -> ApiResult<Value> {
+    let dry_run = ctx.dry_run || opts.dry_run;
     if let Some(p) = opts.propagation.as_deref() {
         if !matches!(p, "Orphan" | "Background" | "Foreground") {
             return Err(ApiError::invalid(
@@ -829,7 +835,7 @@ pub async fn delete(ctx: &Ctx<'_>, name: &str, opts: &DeleteOpts) -> ApiResult<V
                         next["metadata"]["deletionGracePeriodSeconds"] = 0.into();
                     }
                 }
-                if ctx.dry_run {
+                if dry_run {
                     return Ok(next);
                 }
                 match ctx
@@ -853,7 +859,7 @@ pub async fn delete(ctx: &Ctx<'_>, name: &str, opts: &DeleteOpts) -> ApiResult<V
             }
             return Ok(old);
         }
-        if ctx.dry_run {
+        if dry_run {
             return Ok(old);
         }
         match ctx
