@@ -2,6 +2,9 @@
 //! stored without metadata.resourceVersion; an object's resourceVersion is its
 //! key's mod revision, and every write is compare-and-swap on it.
 
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{
@@ -55,9 +58,29 @@ pub struct Kv {
     pub mod_revision: i64,
 }
 
+/// Clients for every `--etcd-servers` endpoint; requests go to the current one
+/// and move on to the next when it cannot be reached.
 #[derive(Clone)]
 pub struct Storage {
-    client: Client,
+    clients: Arc<Vec<Client>>,
+    current: Arc<AtomicUsize>,
+}
+
+/// Did the request provably never reach etcd (safe to send again, even a write)?
+fn not_sent(e: &etcd_client::Error) -> bool {
+    let s = e.to_string().to_ascii_lowercase();
+    s.contains("connection refused")
+        || s.contains("tcp connect error")
+        || s.contains("error trying to connect")
+}
+
+/// Is etcd unreachable or without a leader (a read may go to another member)?
+fn unavailable(e: &etcd_client::Error) -> bool {
+    let s = e.to_string().to_ascii_lowercase();
+    not_sent(e)
+        || s.contains("unavailable")
+        || s.contains("transport error")
+        || s.contains("no leader")
 }
 
 const MAX_MSG: usize = 64 * 1024 * 1024;
@@ -80,25 +103,70 @@ impl Storage {
             }
             opts = opts.with_tls(t);
         }
-        let client = Client::connect(endpoints, Some(opts)).await?;
-        Ok(Storage { client })
+        let mut clients = Vec::new();
+        for e in endpoints {
+            clients.push(Client::connect([e], Some(opts.clone())).await?);
+        }
+        Ok(Storage {
+            clients: Arc::new(clients),
+            current: Arc::new(AtomicUsize::new(0)),
+        })
     }
 
-    fn kv(&self) -> etcd_client::KvClient {
-        self.client.kv_client().max_decoding_message_size(MAX_MSG)
+    fn client(&self) -> (usize, &Client) {
+        let i = self.current.load(Ordering::Relaxed) % self.clients.len();
+        (i, &self.clients[i])
+    }
+
+    /// Send `op` to the current endpoint; on an unreachable endpoint move to the
+    /// next and send again when that is safe (`read`, or the request never left).
+    async fn call<T, F, Fut>(&self, read: bool, op: F) -> Result<T, etcd_client::Error>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let mut last = None;
+        for _ in 0..self.clients.len() {
+            let (i, c) = self.client();
+            match op(c.clone()).await {
+                Err(e) if unavailable(&e) => {
+                    if self.clients.len() > 1 {
+                        let _ = self.current.compare_exchange(
+                            i,
+                            (i + 1) % self.clients.len(),
+                            Ordering::Relaxed,
+                            Ordering::Relaxed,
+                        );
+                        tracing::warn!(endpoint = i, error = %e, "etcd endpoint unavailable; trying the next");
+                    }
+                    let retry = read || not_sent(&e);
+                    last = Some(e);
+                    if !retry {
+                        break;
+                    }
+                }
+                other => return other,
+            }
+        }
+        Err(last.unwrap_or_else(|| etcd_client::Error::InvalidArgs("no etcd endpoints".into())))
     }
 
     /// The current revision of the whole store (a cheap read).
     pub async fn current_revision(&self) -> StorageResult<i64> {
         let resp = self
-            .kv()
-            .get("\0", Some(GetOptions::new().with_count_only()))
+            .call(true, |c| async move {
+                kv(&c)
+                    .get("\0", Some(GetOptions::new().with_count_only()))
+                    .await
+            })
             .await?;
         Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
     }
 
     pub async fn get(&self, key: &str) -> StorageResult<Option<Kv>> {
-        let resp = self.kv().get(key, None).await?;
+        let resp = self
+            .call(true, |c| async move { kv(&c).get(key, None).await })
+            .await?;
         Ok(resp.kvs().first().map(to_kv))
     }
 
@@ -118,16 +186,22 @@ impl Storage {
         if limit > 0 {
             opts = opts.with_limit(limit);
         }
-        let resp = self.kv().get(start, Some(opts)).await.map_err(|e| {
-            let err = StorageError::from(e);
-            match err {
-                StorageError::Compacted { .. } => StorageError::Compacted {
-                    requested: revision,
-                    compacted: 0,
-                },
-                other => other,
-            }
-        })?;
+        let resp = self
+            .call(true, |c| {
+                let opts = opts.clone();
+                async move { kv(&c).get(start, Some(opts)).await }
+            })
+            .await
+            .map_err(|e| {
+                let err = StorageError::from(e);
+                match err {
+                    StorageError::Compacted { .. } => StorageError::Compacted {
+                        requested: revision,
+                        compacted: 0,
+                    },
+                    other => other,
+                }
+            })?;
         let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
         Ok((resp.kvs().iter().map(to_kv).collect(), resp.more(), rev))
     }
@@ -143,7 +217,12 @@ impl Storage {
         let txn = Txn::new()
             .when([Compare::create_revision(key, CompareOp::Equal, 0)])
             .and_then([TxnOp::put(key, value, put)]);
-        let resp = self.kv().txn(txn).await?;
+        let resp = self
+            .call(false, |c| {
+                let txn = txn.clone();
+                async move { kv(&c).txn(txn).await }
+            })
+            .await?;
         if !resp.succeeded() {
             return Err(StorageError::AlreadyExists {
                 key: key.to_string(),
@@ -165,7 +244,12 @@ impl Storage {
             .when([Compare::mod_revision(key, CompareOp::Equal, expected)])
             .and_then([TxnOp::put(key, value, put)])
             .or_else([TxnOp::get(key, Some(GetOptions::new().with_count_only()))]);
-        let resp = self.kv().txn(txn).await?;
+        let resp = self
+            .call(false, |c| {
+                let txn = txn.clone();
+                async move { kv(&c).txn(txn).await }
+            })
+            .await?;
         if !resp.succeeded() {
             return Err(conflict_or_missing(key, expected, &resp.op_responses()));
         }
@@ -178,7 +262,12 @@ impl Storage {
             .when([Compare::mod_revision(key, CompareOp::Equal, expected)])
             .and_then([TxnOp::delete(key, None::<DeleteOptions>)])
             .or_else([TxnOp::get(key, Some(GetOptions::new().with_count_only()))]);
-        let resp = self.kv().txn(txn).await?;
+        let resp = self
+            .call(false, |c| {
+                let txn = txn.clone();
+                async move { kv(&c).txn(txn).await }
+            })
+            .await?;
         if !resp.succeeded() {
             return Err(conflict_or_missing(key, expected, &resp.op_responses()));
         }
@@ -187,7 +276,12 @@ impl Storage {
 
     /// A lease that expires after `ttl` seconds (events' `--event-ttl`).
     pub async fn grant_lease(&self, ttl: i64) -> StorageResult<i64> {
-        let resp = self.client.lease_client().grant(ttl, None).await?;
+        let resp = self
+            .call(
+                false,
+                |c| async move { c.lease_client().grant(ttl, None).await },
+            )
+            .await?;
         Ok(resp.id())
     }
 
@@ -198,7 +292,12 @@ impl Storage {
             .with_prev_key()
             .with_progress_notify()
             .with_start_revision(from_rev);
-        Ok(self.client.watch_client().watch(prefix, Some(opts)).await?)
+        Ok(self
+            .call(true, |c| {
+                let opts = opts.clone();
+                async move { c.watch_client().watch(prefix, Some(opts)).await }
+            })
+            .await?)
     }
 
     /// One compactor round's claim: bump `key`'s version if it is still `expected`.
@@ -212,7 +311,12 @@ impl Storage {
             .when([Compare::version(key, CompareOp::Equal, expected)])
             .and_then([TxnOp::put(key, "", None)])
             .or_else([TxnOp::get(key, None)]);
-        let resp = self.kv().txn(txn).await?;
+        let resp = self
+            .call(false, |c| {
+                let txn = txn.clone();
+                async move { kv(&c).txn(txn).await }
+            })
+            .await?;
         let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
         if resp.succeeded() {
             return Ok((true, expected + 1, rev));
@@ -230,7 +334,11 @@ impl Storage {
 
     /// Compact history up to `rev` (tests and the compactor).
     pub async fn compact(&self, rev: i64) -> StorageResult<()> {
-        self.client.kv_client().compact(rev, None).await?;
+        self.call(
+            true,
+            |c| async move { c.kv_client().compact(rev, None).await },
+        )
+        .await?;
         Ok(())
     }
 
@@ -241,6 +349,10 @@ impl Storage {
             Ok(Ok(_))
         )
     }
+}
+
+fn kv(c: &Client) -> etcd_client::KvClient {
+    c.kv_client().max_decoding_message_size(MAX_MSG)
 }
 
 fn conflict_or_missing(key: &str, expected: i64, ops: &[TxnOpResponse]) -> StorageError {

@@ -706,3 +706,208 @@ async fn watch_list_metadata_and_event_versions() {
         "{table}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletecollection_and_dry_run_everywhere() {
+    let ts = TestServer::start();
+    let client = ts.client().await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    for (n, team) in [("d1", "a"), ("d2", "a"), ("d3", "b")] {
+        cms.create(&PostParams::default(), &cm(n, json!({"team": team})))
+            .await
+            .expect("create");
+    }
+    let dry = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    // dry-run update and patch change nothing
+    let mut c = cms.get("d1").await.expect("get");
+    c.data = Some([("k".to_string(), "dry".to_string())].into());
+    let out = cms.replace("d1", &dry, &c).await.expect("dry replace");
+    assert_eq!(
+        out.data
+            .as_ref()
+            .and_then(|d| d.get("k"))
+            .map(String::as_str),
+        Some("dry")
+    );
+    let patch = kube::api::Patch::Merge(json!({"data": {"k": "dry2"}}));
+    cms.patch(
+        "d1",
+        &kube::api::PatchParams {
+            dry_run: true,
+            ..Default::default()
+        },
+        &patch,
+    )
+    .await
+    .expect("dry patch");
+    assert_eq!(
+        cms.get("d1")
+            .await
+            .expect("get")
+            .data
+            .and_then(|d| d.get("k").cloned())
+            .as_deref(),
+        Some("v")
+    );
+    // dry-run delete keeps the object
+    cms.delete(
+        "d1",
+        &DeleteParams {
+            dry_run: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("dry delete");
+    assert!(cms.get_opt("d1").await.expect("get").is_some());
+    // deletecollection by label, dry run first
+    cms.delete_collection(
+        &DeleteParams {
+            dry_run: true,
+            ..Default::default()
+        },
+        &ListParams::default().labels("team=a"),
+    )
+    .await
+    .expect("dry dc");
+    assert_eq!(
+        cms.list(&ListParams::default().labels("team"))
+            .await
+            .expect("list")
+            .items
+            .len(),
+        3
+    );
+    cms.delete_collection(
+        &DeleteParams::default(),
+        &ListParams::default().labels("team=a"),
+    )
+    .await
+    .expect("deletecollection");
+    let left: Vec<String> = cms
+        .list(&ListParams::default().labels("team"))
+        .await
+        .expect("list")
+        .items
+        .into_iter()
+        .filter_map(|c| c.metadata.name)
+        .collect();
+    assert_eq!(left, vec!["d3"]);
+    assert_eq!(
+        ts.etcd.keys("/registry/configmaps/default/"),
+        vec!["/registry/configmaps/default/d3"]
+    );
+}
+
+#[test]
+fn garbage_never_gets_a_server_error() {
+    // a seeded sweep of malformed bodies, paths and parameters: every answer is a
+    // Status below 500
+    let ts = TestServer::start();
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let paths = [
+        "/api/v1/namespaces/default/configmaps",
+        "/api/v1/namespaces/default/pods",
+        "/apis/apps/v1/namespaces/default/deployments",
+        "/api/v1/namespaces/default/services",
+        "/api/v1/namespaces",
+        "/api/v1/nodes",
+        "/apis/batch/v1/namespaces/default/cronjobs",
+    ];
+    let fragments: [&[u8]; 12] = [
+        b"{",
+        b"}",
+        b"\"metadata\":",
+        b"{\"name\":\"x\"}",
+        b"[",
+        b"]",
+        b"null",
+        b"\"spec\":",
+        b"\xff\xfe",
+        b"1e999",
+        b"\"kind\":\"Pod\"",
+        b",",
+    ];
+    let types = [
+        "application/json",
+        "application/yaml",
+        "application/vnd.kubernetes.protobuf",
+        "application/merge-patch+json",
+        "text/plain",
+    ];
+    for i in 0..60 {
+        let mut body = Vec::new();
+        for _ in 0..(next() % 12) {
+            body.extend_from_slice(fragments[(next() % fragments.len() as u64) as usize]);
+        }
+        let path = paths[(next() % paths.len() as u64) as usize];
+        let ct = types[(next() % types.len() as u64) as usize];
+        for (method, p) in [
+            ("POST", path.to_string()),
+            ("PUT", format!("{path}/x{i}")),
+            ("PATCH", format!("{path}/x{i}")),
+        ] {
+            let (code, status) = ts.raw(method, &p, ct, &body);
+            assert!(
+                (400..500).contains(&code),
+                "{method} {p} ({ct}) {:?}: {code} {status}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+    }
+    for q in [
+        "limit=-1",
+        "timeoutSeconds=abc",
+        "resourceVersion=xyz",
+        "resourceVersionMatch=Exact",
+        "continue=%00",
+        "fieldSelector=a%3D%3D%3Db",
+        "labelSelector=%21%21",
+    ] {
+        let (code, status) = ts.raw(
+            "GET",
+            &format!("/api/v1/namespaces/default/configmaps?{q}"),
+            "application/json",
+            b"",
+        );
+        assert!(code < 500, "{q}: {code} {status}");
+    }
+}
+
+#[test]
+fn etcd_over_tls_with_a_dead_endpoint_first() {
+    let pki = common::Pki::new();
+    let etcd = common::Etcd::start_tls(&pki);
+    let (cert, key) = pki.client("kube-apiserver-etcd-client", &[]);
+    let live = etcd.endpoint.clone();
+    let dead = format!("https://127.0.0.1:{}", common::free_port());
+    let ca = pki.ca_pem.clone();
+    let ts = TestServer::start_on(etcd, pki, move |c| {
+        c.etcd_servers = vec![dead, live];
+        c.etcd_tls = apiserver::storage::EtcdTls {
+            ca_pem: Some(ca.into_bytes()),
+            cert_pem: Some(cert.into_bytes()),
+            key_pem: Some(key.into_bytes()),
+        };
+    });
+    ts.kubectl_stdin_ok(
+        &["create", "-f", "-"],
+        r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"over-tls"}}"#,
+    );
+    assert_eq!(
+        ts.kubectl_ok(&["get", "cm", "over-tls", "-o", "name"])
+            .trim(),
+        "configmap/over-tls"
+    );
+    let ready = ts.kubectl_ok(&["get", "--raw", "/readyz?verbose"]);
+    assert!(ready.contains("[+]etcd ok"), "{ready}");
+}

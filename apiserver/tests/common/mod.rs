@@ -39,16 +39,44 @@ pub struct Etcd {
 
 impl Etcd {
     pub fn start() -> Etcd {
+        Self::start_inner(None)
+    }
+
+    /// An etcd serving TLS with client-certificate authentication from `pki`'s CA.
+    pub fn start_tls(pki: &Pki) -> Etcd {
+        Self::start_inner(Some(pki))
+    }
+
+    fn start_inner(pki: Option<&Pki>) -> Etcd {
         let dir = tempfile::tempdir().expect("tempdir");
         let client = free_port();
         let peer = free_port();
         let log = std::fs::File::create(dir.path().join("etcd.log")).expect("etcd log");
+        let scheme = if pki.is_some() { "https" } else { "http" };
+        let mut tls_args = Vec::new();
+        if let Some(p) = pki {
+            let (cert, key) = p.serving("etcd");
+            for (name, text) in [
+                ("ca.pem", p.ca_pem.as_str()),
+                ("etcd.pem", cert.as_str()),
+                ("etcd-key.pem", key.as_str()),
+            ] {
+                std::fs::write(dir.path().join(name), text).expect("write etcd tls");
+            }
+            tls_args = vec![
+                format!("--trusted-ca-file={}", dir.path().join("ca.pem").display()),
+                format!("--cert-file={}", dir.path().join("etcd.pem").display()),
+                format!("--key-file={}", dir.path().join("etcd-key.pem").display()),
+                "--client-cert-auth".to_string(),
+            ];
+        }
         let child = Command::new(std::env::var("ETCD").unwrap_or_else(|_| "etcd".into()))
+            .args(&tls_args)
             .args([
                 "--name=test",
                 &format!("--data-dir={}", dir.path().join("data").display()),
-                &format!("--listen-client-urls=http://127.0.0.1:{client}"),
-                &format!("--advertise-client-urls=http://127.0.0.1:{client}"),
+                &format!("--listen-client-urls={scheme}://127.0.0.1:{client}"),
+                &format!("--advertise-client-urls={scheme}://127.0.0.1:{client}"),
                 &format!("--listen-peer-urls=http://127.0.0.1:{peer}"),
                 &format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer}"),
                 &format!("--initial-cluster=test=http://127.0.0.1:{peer}"),
@@ -63,7 +91,7 @@ impl Etcd {
         wait_port(client, "etcd");
         Etcd {
             child,
-            endpoint: format!("http://127.0.0.1:{client}"),
+            endpoint: format!("{scheme}://127.0.0.1:{client}"),
             dir,
         }
     }
@@ -141,6 +169,21 @@ impl Pki {
         pki
     }
 
+    /// A serving certificate for localhost and 127.0.0.1.
+    pub fn serving(&self, cn: &str) -> (String, String) {
+        let key = KeyPair::generate().expect("serving key");
+        let mut p = CertificateParams::new(vec!["localhost".to_string()]).expect("serving params");
+        p.subject_alt_names
+            .push(SanType::IpAddress("127.0.0.1".parse().expect("ip")));
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let cert = p.signed_by(&key, &self.issuer).expect("serving cert");
+        (cert.pem(), key.serialize_pem())
+    }
+
     /// A client certificate: CN = user, O = groups.
     pub fn client(&self, user: &str, groups: &[&str]) -> (String, String) {
         let key = KeyPair::generate().expect("client key");
@@ -179,8 +222,15 @@ impl TestServer {
 
     /// Start with a configuration changed by `tweak` (e.g. a small watch cache).
     pub fn start_with(tweak: impl FnOnce(&mut apiserver::config::Config)) -> TestServer {
-        let etcd = Etcd::start();
-        let pki = Pki::new();
+        Self::start_on(Etcd::start(), Pki::new(), tweak)
+    }
+
+    /// Start over a given etcd (e.g. one serving TLS) and PKI.
+    pub fn start_on(
+        etcd: Etcd,
+        pki: Pki,
+        tweak: impl FnOnce(&mut apiserver::config::Config),
+    ) -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let cfg = apiserver::config::Config {
             etcd_servers: vec![etcd.endpoint.clone()],
