@@ -26,6 +26,8 @@ pub mod store;
 pub mod strategic;
 pub mod strategy;
 pub mod table;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod validation;
 
 use std::convert::Infallible;

@@ -1,6 +1,6 @@
 //! kube-rs and raw HTTPS against an apiserver on a real etcd: semantics and bad input.
 
-mod common;
+use apiserver::testing as common;
 
 use common::TestServer;
 use futures::{StreamExt, TryStreamExt};

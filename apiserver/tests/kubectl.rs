@@ -1,6 +1,6 @@
 //! The real kubectl against an apiserver on a real etcd.
 
-mod common;
+use apiserver::testing as common;
 
 use common::TestServer;
 

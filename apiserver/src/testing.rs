@@ -1,7 +1,6 @@
 //! Test harness: a real etcd on free ports, a PKI made with rcgen, an apiserver
 //! started in-process (real code, real ports), and a kubeconfig that the real
 //! kubectl and kube-rs both use. Everything is removed on drop.
-#![allow(dead_code)]
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -138,6 +137,12 @@ pub struct Pki {
     issuer: Issuer<'static, KeyPair>,
 }
 
+impl Default for Pki {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Pki {
     pub fn new() -> Pki {
         let ca_key = KeyPair::generate().expect("ca key");
@@ -221,7 +226,7 @@ impl TestServer {
     }
 
     /// Start with a configuration changed by `tweak` (e.g. a small watch cache).
-    pub fn start_with(tweak: impl FnOnce(&mut apiserver::config::Config)) -> TestServer {
+    pub fn start_with(tweak: impl FnOnce(&mut crate::config::Config)) -> TestServer {
         Self::start_on(Etcd::start(), Pki::new(), tweak)
     }
 
@@ -229,10 +234,10 @@ impl TestServer {
     pub fn start_on(
         etcd: Etcd,
         pki: Pki,
-        tweak: impl FnOnce(&mut apiserver::config::Config),
+        tweak: impl FnOnce(&mut crate::config::Config),
     ) -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
-        let cfg = apiserver::config::Config {
+        let cfg = crate::config::Config {
             etcd_servers: vec![etcd.endpoint.clone()],
             etcd_tls: Default::default(),
             etcd_prefix: "/registry".into(),
@@ -241,7 +246,7 @@ impl TestServer {
             tls_cert_pem: pki.server_cert.clone().into_bytes(),
             tls_key_pem: pki.server_key.clone().into_bytes(),
             client_ca_pem: Some(pki.ca_pem.clone().into_bytes()),
-            tokens: apiserver::authn::TokenFile::parse(&format!(
+            tokens: crate::authn::TokenFile::parse(&format!(
                 "{TEST_TOKEN},token-user,42,\"system:masters\"\n"
             ))
             .expect("tokens"),
@@ -263,7 +268,7 @@ impl TestServer {
                 .build()
                 .expect("runtime");
             rt.block_on(async move {
-                let server = apiserver::Server::bind(cfg).await.expect("bind apiserver");
+                let server = crate::Server::bind(cfg).await.expect("bind apiserver");
                 addr_tx
                     .send(server.local_addr().expect("addr"))
                     .expect("send addr");
