@@ -1,0 +1,185 @@
+//! The scheduling framework: one trait per extension point, plugins with a
+//! name, a `Status` with upstream's codes, and `NodeInfo`, the per-node view
+//! (node, its pods, what they request) each cycle reads from an immutable
+//! snapshot. Plugins are pure functions of (pod, node info, cycle state).
+
+use std::any::Any;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+
+/// Upstream's status codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    Success,
+    /// the pod does not fit, but preemption may help
+    Unschedulable,
+    /// the pod does not fit and preemption cannot help
+    UnschedulableAndUnresolvable,
+    /// the plugin has nothing to say about this pod (skip its later steps)
+    Skip,
+    Error,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    pub code: Code,
+    /// human reasons, as they appear in FailedScheduling messages ("Insufficient cpu")
+    pub reasons: Vec<String>,
+    pub plugin: &'static str,
+}
+
+impl Status {
+    pub fn success() -> Status {
+        Status {
+            code: Code::Success,
+            reasons: Vec::new(),
+            plugin: "",
+        }
+    }
+    pub fn skip() -> Status {
+        Status {
+            code: Code::Skip,
+            reasons: Vec::new(),
+            plugin: "",
+        }
+    }
+    pub fn unschedulable(plugin: &'static str, reason: impl Into<String>) -> Status {
+        Status {
+            code: Code::Unschedulable,
+            reasons: vec![reason.into()],
+            plugin,
+        }
+    }
+    pub fn unresolvable(plugin: &'static str, reason: impl Into<String>) -> Status {
+        Status {
+            code: Code::UnschedulableAndUnresolvable,
+            reasons: vec![reason.into()],
+            plugin,
+        }
+    }
+    pub fn error(plugin: &'static str, reason: impl Into<String>) -> Status {
+        Status {
+            code: Code::Error,
+            reasons: vec![reason.into()],
+            plugin,
+        }
+    }
+    pub fn is_success(&self) -> bool {
+        self.code == Code::Success
+    }
+}
+
+/// Quantities the scheduler counts: CPU in millicores, memory in bytes, pods,
+/// and every other resource by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resources {
+    pub milli_cpu: i64,
+    pub memory: i64,
+    pub ephemeral_storage: i64,
+    pub pods: i64,
+    pub scalar: BTreeMap<String, i64>,
+}
+
+/// One node and what is placed on it (bound or assumed pods).
+#[derive(Debug, Clone)]
+pub struct NodeInfo {
+    pub node: Arc<Node>,
+    pub pods: Vec<Arc<Pod>>,
+    /// sum of the pods' effective requests
+    pub requested: Resources,
+    /// like `requested` but counting pods without requests as upstream's
+    /// non-zero defaults (100m CPU, 200 MiB) for scoring
+    pub non_zero_requested: Resources,
+    pub allocatable: Resources,
+    /// host ports in use: (protocol, hostIP, port)
+    pub used_ports: HashSet<(String, String, i32)>,
+}
+
+impl NodeInfo {
+    pub fn name(&self) -> &str {
+        self.node.metadata.name.as_deref().unwrap_or_default()
+    }
+
+    pub fn labels(&self) -> &BTreeMap<String, String> {
+        static EMPTY: BTreeMap<String, String> = BTreeMap::new();
+        self.node.metadata.labels.as_ref().unwrap_or(&EMPTY)
+    }
+}
+
+/// Everything one cycle sees: node infos in a stable order, fixed for the cycle.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub nodes: Vec<Arc<NodeInfo>>,
+    pub by_name: HashMap<String, usize>,
+}
+
+impl Snapshot {
+    pub fn get(&self, name: &str) -> Option<&Arc<NodeInfo>> {
+        self.by_name.get(name).and_then(|&i| self.nodes.get(i))
+    }
+}
+
+/// Per-cycle data plugins pass from PreFilter/PreScore to Filter/Score.
+#[derive(Default)]
+pub struct CycleState {
+    data: HashMap<&'static str, Box<dyn Any + Send + Sync>>,
+}
+
+impl CycleState {
+    pub fn write<T: Any + Send + Sync>(&mut self, key: &'static str, v: T) {
+        self.data.insert(key, Box::new(v));
+    }
+    pub fn read<T: Any + Send + Sync>(&self, key: &'static str) -> Option<&T> {
+        self.data.get(key).and_then(|b| b.downcast_ref())
+    }
+}
+
+/// The highest score a plugin gives a node, after normalisation.
+pub const MAX_NODE_SCORE: i64 = 100;
+
+pub trait Plugin: Send + Sync {
+    fn name(&self) -> &'static str;
+}
+
+pub trait PreFilter: Plugin {
+    /// Compute what Filter needs, once per cycle; Skip means "Filter has nothing to check".
+    fn pre_filter(&self, state: &mut CycleState, pod: &Pod, snapshot: &Snapshot) -> Status;
+}
+
+pub trait Filter: Plugin {
+    fn filter(&self, state: &CycleState, pod: &Pod, node: &NodeInfo) -> Status;
+}
+
+pub trait PreScore: Plugin {
+    fn pre_score(
+        &self,
+        state: &mut CycleState,
+        pod: &Pod,
+        nodes: &[Arc<NodeInfo>],
+        snapshot: &Snapshot,
+    ) -> Status;
+}
+
+pub trait Score: Plugin {
+    /// A raw score for one feasible node.
+    fn score(&self, state: &CycleState, pod: &Pod, node: &NodeInfo) -> Result<i64, Status>;
+    /// Bring raw scores into 0..=MAX_NODE_SCORE (default: leave them).
+    fn normalize(&self, _state: &CycleState, _pod: &Pod, _scores: &mut [i64]) {}
+}
+
+/// Normalise scores to 0..=MAX so the highest raw score gets MAX (`reverse`: the lowest does).
+pub fn default_normalize(scores: &mut [i64], reverse: bool) {
+    let max = scores.iter().copied().max().unwrap_or(0);
+    if max == 0 {
+        if reverse {
+            scores.iter_mut().for_each(|s| *s = MAX_NODE_SCORE);
+        }
+        return;
+    }
+    for s in scores.iter_mut() {
+        let v = MAX_NODE_SCORE * *s / max;
+        *s = if reverse { MAX_NODE_SCORE - v } else { v };
+    }
+}

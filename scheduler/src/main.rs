@@ -1,0 +1,67 @@
+//! kube-scheduler: flags into a config, logging, leader election, run.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use clap::Parser;
+use common::leaderelection::{LeaderElectionFlags, LeaderElector, Outcome};
+
+#[derive(Parser, Debug)]
+#[command(name = "kube-scheduler", about = "Assigns pending pods to nodes")]
+struct Flags {
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// A KubeSchedulerConfiguration (kubescheduler.config.k8s.io/v1) file.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Address of the health and metrics server.
+    #[arg(long, default_value = "0.0.0.0")]
+    bind_address: IpAddr,
+    /// Port of the health and metrics server (plain HTTP until the TLS issue lands).
+    #[arg(long, default_value_t = 10259)]
+    secure_port: u16,
+    #[command(flatten)]
+    leader: LeaderElectionFlags,
+    #[arg(short = 'v', long = "v", default_value_t = 2)]
+    verbosity: u8,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let flags = Flags::parse();
+    common::init_logging(flags.verbosity);
+    let cfg = match &flags.config {
+        Some(p) => {
+            scheduler::config::parse(&std::fs::read_to_string(p)?).map_err(anyhow::Error::msg)?
+        }
+        None => Default::default(),
+    };
+    let client = common::client(flags.kubeconfig.as_deref(), "kube-scheduler/v1.33.0").await?;
+    let shutdown = common::shutdown_on_signals();
+    let registry = prometheus::Registry::new();
+    let health = common::server::Health::new();
+    let profile = scheduler::plugins::profile(&cfg.profile, cfg.percentage_of_nodes_to_score);
+    let sched = scheduler::scheduler::Scheduler::new(client.clone(), profile, &registry);
+    common::server::serve(
+        SocketAddr::new(flags.bind_address, flags.secure_port),
+        health,
+        registry,
+        shutdown.clone(),
+    )
+    .await?;
+    let informers = common::informers::Informers::new(client.clone(), None, shutdown.clone());
+    if !flags.leader.leader_elect {
+        scheduler::run(sched, informers, shutdown).await;
+        return Ok(());
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let identity = format!("{}_{}", host.trim(), std::process::id());
+    let el = LeaderElector::new(client, flags.leader.config("kube-scheduler", &identity)?);
+    let outcome = el
+        .run(shutdown, move |stop| scheduler::run(sched, informers, stop))
+        .await;
+    if outcome == Outcome::Lost {
+        anyhow::bail!("leader election lost");
+    }
+    Ok(())
+}

@@ -1,0 +1,178 @@
+//! kube-scheduler against a real apiserver and etcd, with nodes that have no kubelet.
+
+use std::time::Duration;
+
+use apiserver::testing::TestServer;
+use common::informers::Informers;
+use k8s_openapi::api::core::v1::{Event, Node, Pod};
+use kube::api::{Api, ListParams, PostParams};
+use serde_json::json;
+use tokio::sync::watch;
+
+async fn start(ts: &TestServer) -> (kube::Client, watch::Sender<bool>) {
+    let client = ts.client().await;
+    let (stop, rx) = watch::channel(false);
+    let registry = prometheus::Registry::new();
+    let profile = scheduler::plugins::profile(&Default::default(), 0);
+    let sched = scheduler::scheduler::Scheduler::new(client.clone(), profile, &registry);
+    let informers = Informers::new(client.clone(), None, rx.clone());
+    tokio::spawn(scheduler::run(sched, informers, rx));
+    (client, stop)
+}
+
+async fn node(client: &kube::Client, name: &str, cpu: &str, extra: serde_json::Value) {
+    let mut n = json!({"metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}}, "status": {"allocatable": {"cpu": cpu, "memory": "8Gi", "pods": "110"}, "capacity": {"cpu": cpu, "memory": "8Gi", "pods": "110"}}});
+    json_patch::merge(&mut n, &extra);
+    let n: Node = serde_json::from_value(n).expect("node");
+    Api::<Node>::all(client.clone())
+        .create(&PostParams::default(), &n)
+        .await
+        .expect("create node");
+}
+
+async fn pod(client: &kube::Client, name: &str, cpu: &str, extra: serde_json::Value) {
+    let mut p = json!({"metadata": {"name": name}, "spec": {"containers": [{"name": "c", "image": "busybox", "resources": {"requests": {"cpu": cpu}}}]}});
+    json_patch::merge(&mut p, &extra);
+    let p: Pod = serde_json::from_value(p).expect("pod");
+    Api::<Pod>::namespaced(client.clone(), "default")
+        .create(&PostParams::default(), &p)
+        .await
+        .expect("create pod");
+}
+
+async fn node_of(client: &kube::Client, name: &str, secs: u64) -> Option<String> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let p = pods.get(name).await.expect("get pod");
+        if let Some(n) = p.spec.and_then(|s| s.node_name).filter(|n| !n.is_empty()) {
+            return Some(n);
+        }
+        if tokio::time::Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resources_decide_and_unschedulable_pods_wait_for_a_node() {
+    let ts = TestServer::start();
+    let (client, _stop) = start(&ts).await;
+    node(&client, "n1", "2", json!({})).await;
+    node(&client, "n2", "2", json!({})).await;
+    pod(&client, "a", "1500m", json!({})).await;
+    pod(&client, "b", "1500m", json!({})).await;
+    let (na, nb) = (
+        node_of(&client, "a", 20).await,
+        node_of(&client, "b", 20).await,
+    );
+    assert!(na.is_some() && nb.is_some());
+    assert_ne!(na, nb, "1.5 CPU each: one per node");
+    // a third does not fit anywhere
+    pod(&client, "c", "1500m", json!({})).await;
+    assert_eq!(node_of(&client, "c", 3).await, None);
+    let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    let failed = events
+        .list(&ListParams::default().fields("involvedObject.name=c,reason=FailedScheduling"))
+        .await
+        .expect("events");
+    let msg = failed
+        .items
+        .first()
+        .and_then(|e| e.message.clone())
+        .unwrap_or_default();
+    assert_eq!(msg, "0/2 nodes are available: 2 Insufficient cpu.");
+    let c = Api::<Pod>::namespaced(client.clone(), "default")
+        .get("c")
+        .await
+        .expect("pod c");
+    let cond = c
+        .status
+        .and_then(|s| s.conditions)
+        .unwrap_or_default()
+        .into_iter()
+        .find(|c| c.type_ == "PodScheduled")
+        .expect("PodScheduled");
+    assert_eq!(
+        (cond.status.as_str(), cond.reason.as_deref()),
+        ("False", Some("Unschedulable"))
+    );
+    // a new node lets it schedule
+    node(&client, "n3", "4", json!({})).await;
+    assert_eq!(node_of(&client, "c", 20).await.as_deref(), Some("n3"));
+    let scheduled = events
+        .list(&ListParams::default().fields("involvedObject.name=c,reason=Scheduled"))
+        .await
+        .expect("events");
+    assert_eq!(
+        scheduled
+            .items
+            .first()
+            .and_then(|e| e.message.clone())
+            .as_deref(),
+        Some("Successfully assigned default/c to n3")
+    );
+    let table = ts.kubectl_ok(&["get", "pods", "-o", "wide"]);
+    assert!(table.contains("n3"), "{table}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn taints_selectors_and_affinity() {
+    let ts = TestServer::start();
+    let (client, _stop) = start(&ts).await;
+    node(
+        &client,
+        "tainted",
+        "8",
+        json!({"spec": {"taints": [{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}]}}),
+    )
+    .await;
+    node(
+        &client,
+        "plain",
+        "1",
+        json!({"metadata": {"labels": {"disk": "hdd"}}}),
+    )
+    .await;
+    node(
+        &client,
+        "ssd",
+        "1",
+        json!({"metadata": {"labels": {"disk": "ssd"}}}),
+    )
+    .await;
+    // the tainted node is roomier, but untolerated
+    pod(
+        &client,
+        "no-toleration",
+        "100m",
+        json!({"spec": {"nodeSelector": {"kubernetes.io/hostname": "tainted"}}}),
+    )
+    .await;
+    pod(&client, "tolerates", "100m", json!({"spec": {"nodeSelector": {"kubernetes.io/hostname": "tainted"}, "tolerations": [{"key": "dedicated", "operator": "Exists"}]}})).await;
+    pod(&client, "wants-ssd", "100m", json!({"spec": {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [{"key": "disk", "operator": "In", "values": ["ssd"]}]}]}}}}})).await;
+    assert_eq!(
+        node_of(&client, "tolerates", 20).await.as_deref(),
+        Some("tainted")
+    );
+    assert_eq!(
+        node_of(&client, "wants-ssd", 20).await.as_deref(),
+        Some("ssd")
+    );
+    assert_eq!(node_of(&client, "no-toleration", 2).await, None);
+    let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    let failed = events
+        .list(
+            &ListParams::default()
+                .fields("involvedObject.name=no-toleration,reason=FailedScheduling"),
+        )
+        .await
+        .expect("events");
+    let msg = failed
+        .items
+        .first()
+        .and_then(|e| e.message.clone())
+        .unwrap_or_default();
+    assert_eq!(msg, "0/3 nodes are available: 1 node(s) had untolerated taint {dedicated: gpu}, 2 node(s) didn't match Pod's node affinity/selector.");
+}
