@@ -282,6 +282,30 @@ impl Ctx<'_> {
             .map_err(|e| ApiError::internal(e.to_string()))
     }
 
+    /// For a read-modify-write: the watch cache's copy on a first attempt (no
+    /// etcd round trip; the write's compare-and-swap catches a stale copy), etcd
+    /// on a retry. Returns whether the copy came from the cache, so a cached read
+    /// never decides an outcome on its own (a precondition, "nothing changed").
+    async fn read_for_update(
+        &self,
+        name: &str,
+        fresh: bool,
+    ) -> ApiResult<Option<(Kv, Value, bool)>> {
+        if !fresh {
+            let key = self.key(name);
+            if let Some(e) = self.api.cache.get(&key) {
+                let kv = Kv {
+                    key,
+                    value: e.data.to_vec(),
+                    mod_revision: e.rev,
+                };
+                let v = decode(self.res, &kv)?;
+                return Ok(Some((kv, v, true)));
+            }
+        }
+        Ok(self.read(name).await?.map(|(kv, v)| (kv, v, false)))
+    }
+
     async fn read(&self, name: &str) -> ApiResult<Option<(Kv, Value)>> {
         match self.api.storage.get(&self.key(name)).await {
             Ok(Some(kv)) => {
@@ -387,6 +411,7 @@ async fn write_update(
     mut new: Value,
     track: bool,
     precondition: bool,
+    cached: bool,
 ) -> ApiResult<Write> {
     defaults::apply(ctx.res.kind, &mut new);
     strategy::prepare_update(ctx.res, sub, &mut new, old);
@@ -407,6 +432,10 @@ async fn write_update(
         );
     }
     if without_managed_times(&new) == without_managed_times(old) {
+        // "nothing to write" is only an answer when `old` is what etcd holds
+        if cached {
+            return Ok(Write::Retry);
+        }
         return Ok(Write::Done(old.clone()));
     }
     if ctx.dry_run {
@@ -486,14 +515,17 @@ pub async fn update(
     }
     ctx.check_fields(&obj)?;
     let precondition = rv_of(&obj)?;
-    for _ in 0..MAX_RETRIES {
-        let Some((kv, old)) = ctx.read(name).await? else {
+    for attempt in 0..MAX_RETRIES {
+        let Some((kv, old, cached)) = ctx.read_for_update(name, attempt > 0).await? else {
             if create_on_update(ctx.res) && sub.is_none() {
                 return create(ctx, obj).await.map(|v| (v, true));
             }
             return Err(ApiError::not_found(ctx.res, name));
         };
         if precondition.is_some_and(|p| p != kv.mod_revision) {
+            if cached {
+                continue;
+            }
             return Err(ApiError::stale(ctx.res, name));
         }
         match write_update(
@@ -505,6 +537,7 @@ pub async fn update(
             obj.clone(),
             true,
             precondition.is_some(),
+            cached,
         )
         .await?
         {
@@ -524,8 +557,8 @@ pub async fn patch(
     patch: &Value,
     force: bool,
 ) -> ApiResult<(Value, bool)> {
-    for _ in 0..MAX_RETRIES {
-        let Some((kv, old)) = ctx.read(name).await? else {
+    for attempt in 0..MAX_RETRIES {
+        let Some((kv, old, cached)) = ctx.read_for_update(name, attempt > 0).await? else {
             if typ == PatchType::Apply && sub.is_none() {
                 let mut applied = patch.clone();
                 ctx.check_kind(&mut applied)?;
@@ -557,7 +590,12 @@ pub async fn patch(
         let patched = apply_patch(ctx, &old, typ, patch, force)?;
         // a resourceVersion in the patch is a precondition
         let precondition = match rv_of(&patched)? {
-            Some(p) if p != kv.mod_revision => return Err(ApiError::stale(ctx.res, name)),
+            Some(p) if p != kv.mod_revision => {
+                if cached {
+                    continue;
+                }
+                return Err(ApiError::stale(ctx.res, name));
+            }
             Some(_) => patch.pointer("/metadata/resourceVersion").is_some(),
             None => false,
         };
@@ -579,6 +617,7 @@ pub async fn patch(
             patched,
             typ != PatchType::Apply,
             precondition,
+            cached,
         )
         .await?
         {
@@ -741,19 +780,25 @@ pub async fn delete(ctx: &Ctx<'_>, name: &str, opts: &DeleteOpts) -> ApiResult<V
             ));
         }
     }
-    for _ in 0..MAX_RETRIES {
-        let Some((kv, old)) = ctx.read(name).await? else {
+    for attempt in 0..MAX_RETRIES {
+        let Some((kv, old, cached)) = ctx.read_for_update(name, attempt > 0).await? else {
             return Err(ApiError::not_found(ctx.res, name));
         };
         if let Some(uid) = &opts.precondition_uid {
             let have = old["metadata"]["uid"].as_str().unwrap_or_default();
             if have != uid {
+                if cached {
+                    continue;
+                }
                 return Err(ApiError::conflict(ctx.res, name, &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {have}")));
             }
         }
         if let Some(rv) = &opts.precondition_rv {
             let have = kv.mod_revision.to_string();
             if &have != rv {
+                if cached {
+                    continue;
+                }
                 return Err(ApiError::conflict(ctx.res, name, &format!("Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in meta: {have}")));
             }
         }
@@ -898,12 +943,15 @@ pub async fn bind(ctx: &Ctx<'_>, name: &str, binding: &Value) -> ApiResult<Value
             }],
         ));
     }
-    for _ in 0..MAX_RETRIES {
-        let Some((kv, old)) = ctx.read(name).await? else {
+    for attempt in 0..MAX_RETRIES {
+        let Some((kv, old, cached)) = ctx.read_for_update(name, attempt > 0).await? else {
             return Err(ApiError::not_found(ctx.res, name));
         };
         if let Some(uid) = binding["metadata"]["uid"].as_str() {
             if old["metadata"]["uid"].as_str() != Some(uid) {
+                if cached {
+                    continue;
+                }
                 return Err(ApiError::conflict(
                     ctx.res,
                     name,
@@ -984,13 +1032,16 @@ pub async fn update_scale(
     name: &str,
     change: &(dyn Fn(Value) -> ApiResult<Value> + Send + Sync),
 ) -> ApiResult<Value> {
-    for _ in 0..MAX_RETRIES {
-        let Some((kv, old)) = ctx.read(name).await? else {
+    for attempt in 0..MAX_RETRIES {
+        let Some((kv, old, cached)) = ctx.read_for_update(name, attempt > 0).await? else {
             return Err(ApiError::not_found(ctx.res, name));
         };
         let scale = change(to_scale(&old))?;
         if let Some(rv) = rv_of(&scale)? {
             if rv != kv.mod_revision {
+                if cached {
+                    continue;
+                }
                 return Err(ApiError::stale(ctx.res, name));
             }
         }
@@ -1013,7 +1064,7 @@ pub async fn update_scale(
         }
         let mut new = old.clone();
         new["spec"]["replicas"] = replicas.into();
-        match write_update(ctx, name, None, &kv, &old, new, true, false).await? {
+        match write_update(ctx, name, None, &kv, &old, new, true, false, cached).await? {
             Write::Done(v) => return Ok(to_scale(&v)),
             Write::Retry => continue,
         }
@@ -1023,8 +1074,8 @@ pub async fn update_scale(
 
 /// namespaces/finalize: replace spec.finalizers; a terminating namespace with none left goes.
 pub async fn finalize_namespace(ctx: &Ctx<'_>, name: &str, body: &Value) -> ApiResult<Value> {
-    for _ in 0..MAX_RETRIES {
-        let Some((kv, old)) = ctx.read(name).await? else {
+    for attempt in 0..MAX_RETRIES {
+        let Some((kv, old, _cached)) = ctx.read_for_update(name, attempt > 0).await? else {
             return Err(ApiError::not_found(ctx.res, name));
         };
         let mut new = old.clone();
