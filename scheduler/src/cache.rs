@@ -58,45 +58,85 @@ fn terminal(pod: &Pod) -> bool {
     )
 }
 
+/// Nodes and the pods on them; node infos are updated in place (copied only
+/// when a snapshot still holds them), so a cycle costs O(nodes) pointer copies.
 #[derive(Default)]
 pub struct Cache {
     nodes: HashMap<String, Arc<Node>>,
-    /// pod key -> (node, pod) for bound and assumed pods
-    pods: HashMap<String, (String, Arc<Pod>)>,
-    infos: HashMap<String, Arc<NodeInfo>>,
-    /// node names in a stable order
-    order: Vec<String>,
+    /// pod key -> node it is bound or assumed to
+    pod_node: HashMap<String, String>,
+    /// node -> pod key -> pod
+    node_pods: HashMap<String, HashMap<String, Arc<Pod>>>,
+    /// node infos in a stable order, and each name's position
+    infos: Vec<Arc<NodeInfo>>,
+    index: Arc<HashMap<String, usize>>,
 }
 
 impl Cache {
+    fn reindex(&mut self) {
+        let index = self
+            .infos
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.name().to_string(), i))
+            .collect();
+        self.index = Arc::new(index);
+    }
+
+    /// Recompute one node's info from its pods.
     fn rebuild(&mut self, node: &str) {
-        let Some(n) = self.nodes.get(node) else {
-            self.infos.remove(node);
+        let Some(n) = self.nodes.get(node).cloned() else {
             return;
         };
         let pods: Vec<Arc<Pod>> = self
-            .pods
-            .values()
-            .filter(|(nn, _)| nn == node)
-            .map(|(_, p)| p.clone())
-            .collect();
-        self.infos
-            .insert(node.to_string(), Arc::new(node_info(n.clone(), pods)));
+            .node_pods
+            .get(node)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        let info = Arc::new(node_info(n, pods));
+        match self.index.get(node).copied() {
+            Some(i) => self.infos[i] = info,
+            None => {
+                self.infos.push(info);
+                self.reindex();
+            }
+        }
     }
 
     pub fn upsert_node(&mut self, node: Arc<Node>) {
         let name = node.metadata.name.clone().unwrap_or_default();
-        if !self.nodes.contains_key(&name) {
-            self.order.push(name.clone());
-        }
         self.nodes.insert(name.clone(), node);
         self.rebuild(&name);
     }
 
     pub fn remove_node(&mut self, name: &str) {
         self.nodes.remove(name);
-        self.infos.remove(name);
-        self.order.retain(|n| n != name);
+        if let Some(i) = self.index.get(name).copied() {
+            self.infos.remove(i);
+            self.reindex();
+        }
+    }
+
+    fn place(&mut self, key: String, node: &str, pod: Arc<Pod>) {
+        if let Some(old) = self.pod_node.insert(key.clone(), node.to_string()) {
+            if old != node {
+                if let Some(m) = self.node_pods.get_mut(&old) {
+                    m.remove(&key);
+                }
+                self.rebuild(&old);
+            }
+        }
+        let replaced = self
+            .node_pods
+            .entry(node.to_string())
+            .or_default()
+            .insert(key, pod.clone())
+            .is_some();
+        match (replaced, self.index.get(node).copied()) {
+            // a new pod on a known node: add it to the node's info without a rebuild
+            (false, Some(i)) => add_pod(Arc::make_mut(&mut self.infos[i]), pod),
+            _ => self.rebuild(node),
+        }
     }
 
     /// A pod seen by the informer: counted on its node while bound and not finished.
@@ -107,18 +147,18 @@ impl Cache {
             .as_ref()
             .and_then(|s| s.node_name.clone())
             .unwrap_or_default();
-        let old = self.pods.remove(&key).map(|(n, _)| n);
-        if !node.is_empty() && !terminal(&pod) {
-            self.pods.insert(key, (node.clone(), pod));
-            self.rebuild(&node);
+        if node.is_empty() || terminal(&pod) {
+            self.remove_pod(&key);
+            return;
         }
-        if let Some(o) = old.filter(|o| *o != node) {
-            self.rebuild(&o);
-        }
+        self.place(key, &node, pod);
     }
 
     pub fn remove_pod(&mut self, key: &str) {
-        if let Some((node, _)) = self.pods.remove(key) {
+        if let Some(node) = self.pod_node.remove(key) {
+            if let Some(m) = self.node_pods.get_mut(&node) {
+                m.remove(key);
+            }
             self.rebuild(&node);
         }
     }
@@ -129,26 +169,57 @@ impl Cache {
         if let Some(s) = p.spec.as_mut() {
             s.node_name = Some(node.to_string());
         }
-        self.pods
-            .insert(pod_key(pod), (node.to_string(), Arc::new(p)));
-        self.rebuild(node);
+        self.place(pod_key(pod), node, Arc::new(p));
     }
 
     pub fn snapshot(&self) -> Snapshot {
-        let nodes: Vec<Arc<NodeInfo>> = self
-            .order
-            .iter()
-            .filter_map(|n| self.infos.get(n).cloned())
-            .collect();
-        let by_name = nodes
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.name().to_string(), i))
-            .collect();
-        Snapshot { nodes, by_name }
+        Snapshot {
+            nodes: self.infos.clone(),
+            by_name: self.index.clone(),
+        }
     }
 
     pub fn node_count(&self) -> usize {
         self.nodes.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(name: &str, node: &str, cpu: &str) -> Arc<Pod> {
+        Arc::new(serde_json::from_value(serde_json::json!({"metadata": {"name": name, "namespace": "d"}, "spec": {"nodeName": node, "containers": [{"name": "c", "image": "i", "resources": {"requests": {"cpu": cpu}}}]}})).expect("pod"))
+    }
+    fn node(name: &str) -> Arc<Node> {
+        Arc::new(serde_json::from_value(serde_json::json!({"metadata": {"name": name}, "status": {"allocatable": {"cpu": "4", "pods": "10"}}})).expect("node"))
+    }
+
+    #[test]
+    fn pods_move_and_snapshots_stay_put() {
+        let mut c = Cache::default();
+        c.upsert_node(node("a"));
+        c.upsert_node(node("b"));
+        c.upsert_pod(pod("p", "a", "1"));
+        let before = c.snapshot();
+        c.assume(&pod("q", "", "2"), "a");
+        let after = c.snapshot();
+        assert_eq!(
+            before.get("a").map(|n| n.requested.milli_cpu),
+            Some(1000),
+            "an old snapshot does not change"
+        );
+        assert_eq!(after.get("a").map(|n| n.requested.milli_cpu), Some(3000));
+        // the informer reports q bound to b after all
+        c.upsert_pod(pod("q", "b", "2"));
+        let s = c.snapshot();
+        assert_eq!(s.get("a").map(|n| n.requested.milli_cpu), Some(1000));
+        assert_eq!(s.get("b").map(|n| n.pods.len()), Some(1));
+        c.remove_pod("d/p");
+        c.remove_node("b");
+        let s = c.snapshot();
+        assert_eq!(s.nodes.len(), 1);
+        assert_eq!(s.get("a").map(|n| n.requested.milli_cpu), Some(0));
+        assert!(s.get("b").is_none());
     }
 }

@@ -112,7 +112,8 @@ impl NodeInfo {
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     pub nodes: Vec<Arc<NodeInfo>>,
-    pub by_name: HashMap<String, usize>,
+    /// node name -> index in `nodes`; shared between snapshots until the node set changes
+    pub by_name: Arc<HashMap<String, usize>>,
 }
 
 impl Snapshot {

@@ -101,16 +101,21 @@ async fn resources_decide_and_unschedulable_pods_wait_for_a_node() {
     // a new node lets it schedule
     node(&client, "n3", "4", json!({})).await;
     assert_eq!(node_of(&client, "c", 20).await.as_deref(), Some("n3"));
-    let scheduled = events
-        .list(&ListParams::default().fields("involvedObject.name=c,reason=Scheduled"))
-        .await
-        .expect("events");
+    // the event follows the bind
+    let mut scheduled = None;
+    for _ in 0..100 {
+        let l = events
+            .list(&ListParams::default().fields("involvedObject.name=c,reason=Scheduled"))
+            .await
+            .expect("events");
+        scheduled = l.items.first().and_then(|e| e.message.clone());
+        if scheduled.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(
-        scheduled
-            .items
-            .first()
-            .and_then(|e| e.message.clone())
-            .as_deref(),
+        scheduled.as_deref(),
         Some("Successfully assigned default/c to n3")
     );
     let table = ts.kubectl_ok(&["get", "pods", "-o", "wide"]);
@@ -175,4 +180,71 @@ async fn taints_selectors_and_affinity() {
         .and_then(|e| e.message.clone())
         .unwrap_or_default();
     assert_eq!(msg, "0/3 nodes are available: 1 node(s) had untolerated taint {dedicated: gpu}, 2 node(s) didn't match Pod's node affinity/selector.");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_schedulers_one_active_and_failover() {
+    use common::leaderelection::{LeaderElectionConfig, LeaderElector};
+    let ts = TestServer::start();
+    let client = ts.client().await;
+    let cfg = |id: &str| LeaderElectionConfig {
+        namespace: "kube-system".into(),
+        name: "kube-scheduler".into(),
+        identity: id.into(),
+        lease_duration: Duration::from_secs(3),
+        renew_deadline: Duration::from_secs(2),
+        retry_period: Duration::from_millis(300),
+    };
+    let spawn = |id: &'static str, rx: watch::Receiver<bool>| {
+        let client = client.clone();
+        let registry = prometheus::Registry::new();
+        let sched = scheduler::scheduler::Scheduler::new(
+            client.clone(),
+            scheduler::plugins::profile(&Default::default(), 0),
+            &registry,
+        );
+        let informers = Informers::new(client.clone(), None, rx.clone());
+        let el = LeaderElector::new(client, cfg(id));
+        tokio::spawn(el.run(rx, move |stop| scheduler::run(sched, informers, stop)))
+    };
+    let (stop_a, rx_a) = watch::channel(false);
+    let (_stop_b, rx_b) = watch::channel(false);
+    let a = spawn("sched-a", rx_a);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _b = spawn("sched-b", rx_b);
+    node(&client, "n1", "4", json!({})).await;
+    pod(&client, "first", "100m", json!({})).await;
+    assert_eq!(node_of(&client, "first", 20).await.as_deref(), Some("n1"));
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client.clone(), "kube-system");
+    let holder =
+        |l: k8s_openapi::api::coordination::v1::Lease| l.spec.and_then(|s| s.holder_identity);
+    assert_eq!(
+        holder(leases.get("kube-scheduler").await.expect("lease")).as_deref(),
+        Some("sched-a")
+    );
+    // the leader goes away; the standby takes over and keeps scheduling
+    stop_a.send(true).expect("stop a");
+    let _ = a.await;
+    pod(&client, "second", "100m", json!({})).await;
+    assert_eq!(node_of(&client, "second", 20).await.as_deref(), Some("n1"));
+    assert_eq!(
+        holder(leases.get("kube-scheduler").await.expect("lease")).as_deref(),
+        Some("sched-b")
+    );
+    // exactly one Scheduled event per pod: never two active schedulers
+    let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    let mut total = 0;
+    for _ in 0..100 {
+        let l = events
+            .list(&ListParams::default().fields("reason=Scheduled"))
+            .await
+            .expect("events");
+        total = l.items.iter().map(|e| e.count.unwrap_or(1)).sum::<i32>();
+        if total >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(total, 2);
 }

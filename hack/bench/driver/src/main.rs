@@ -46,6 +46,9 @@ enum Cmd {
         concurrency: usize,
         #[arg(long, default_value_t = 10_000)]
         count: usize,
+        /// spec.schedulerName of created pods (another name keeps a running scheduler away)
+        #[arg(long)]
+        scheduler_name: Option<String>,
     },
     /// LIST of every object of RESOURCE through the apiserver, ITERATIONS times.
     ApiList {
@@ -55,6 +58,39 @@ enum Cmd {
         resource: String,
         #[arg(long, default_value_t = 5)]
         iterations: usize,
+    },
+    /// Create COUNT nodes (4 CPU, 32 GiB, 110 pods each), as SchedulingBasic.
+    ApiNodes {
+        #[arg(long)]
+        kubeconfig: String,
+        #[arg(long, default_value_t = 5000)]
+        count: usize,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+    },
+    /// Wait until COUNT pods in NAMESPACE are bound; print when the last one was.
+    WaitBound {
+        #[arg(long)]
+        kubeconfig: String,
+        #[arg(long, default_value = "default")]
+        namespace: String,
+        #[arg(long)]
+        count: usize,
+        #[arg(long, default_value_t = 600)]
+        timeout_seconds: u64,
+    },
+    /// Bind COUNT pending pods round-robin over NODES nodes through pods/binding (no scheduling).
+    ApiBind {
+        #[arg(long)]
+        kubeconfig: String,
+        #[arg(long, default_value = "default")]
+        namespace: String,
+        #[arg(long)]
+        count: usize,
+        #[arg(long, default_value_t = 5000)]
+        nodes: usize,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
     },
     /// A raw etcd range read of every key under PREFIX, ITERATIONS times.
     EtcdRange {
@@ -162,6 +198,7 @@ async fn main() -> Result<()> {
             namespace,
             concurrency,
             count,
+            scheduler_name,
         } => {
             let client = Arc::new(kube_client(&kubeconfig).await?);
             let start = Instant::now();
@@ -170,7 +207,13 @@ async fn main() -> Result<()> {
                     let client = client.clone();
                     let (obj, path) = match resource.as_str() {
                         "pods" => (
-                            pod(&format!("pod-{i}")),
+                            {
+                                let mut p = pod(&format!("pod-{i}"));
+                                if let Some(n) = &scheduler_name {
+                                    p["spec"]["schedulerName"] = n.clone().into();
+                                }
+                                p
+                            },
                             format!("/api/v1/namespaces/{namespace}/pods"),
                         ),
                         _ => (
@@ -230,6 +273,108 @@ async fn main() -> Result<()> {
                 iterations,
                 total,
                 json!({"items": items, "seconds_each": total / iterations as f64}),
+            );
+        }
+        Cmd::ApiNodes {
+            kubeconfig,
+            count,
+            concurrency,
+        } => {
+            let client = Arc::new(kube_client(&kubeconfig).await?);
+            let start = Instant::now();
+            let errors = futures::stream::iter(0..count)
+                .map(|i| {
+                    let client = client.clone();
+                    async move {
+                        let n = json!({"apiVersion": "v1", "kind": "Node",
+                            "metadata": {"name": format!("node-{i}"), "labels": {"kubernetes.io/hostname": format!("node-{i}"), "topology.kubernetes.io/zone": format!("zone-{}", i % 3)}},
+                            "status": {"capacity": {"cpu": "4", "memory": "32Gi", "pods": "110"}, "allocatable": {"cpu": "4", "memory": "32Gi", "pods": "110"},
+                                "conditions": [{"type": "Ready", "status": "True"}]}});
+                        let req = http::Request::post("/api/v1/nodes").header("content-type", "application/json").body(serde_json::to_vec(&n).unwrap_or_default());
+                        match req {
+                            Ok(r) => client.request_text(r).await.is_err(),
+                            Err(_) => true,
+                        }
+                    }
+                })
+                .buffer_unordered(concurrency)
+                .filter(|e| futures::future::ready(*e))
+                .count()
+                .await;
+            if errors > 0 {
+                bail!("{errors} node creates failed");
+            }
+            report("api-nodes", count, start.elapsed().as_secs_f64(), json!({}));
+        }
+        Cmd::WaitBound {
+            kubeconfig,
+            namespace,
+            count,
+            timeout_seconds,
+        } => {
+            let client = kube_client(&kubeconfig).await?;
+            let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+                kube::Api::namespaced(client, &namespace);
+            let start = Instant::now();
+            let deadline = start + std::time::Duration::from_secs(timeout_seconds);
+            loop {
+                let bound = pods
+                    .list_metadata(&kube::api::ListParams::default().fields("spec.nodeName!="))
+                    .await?
+                    .items
+                    .len();
+                if bound >= count {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!("only {bound} of {count} pods bound after {timeout_seconds}s");
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            report(
+                "wait-bound",
+                count,
+                start.elapsed().as_secs_f64(),
+                json!({}),
+            );
+        }
+        Cmd::ApiBind {
+            kubeconfig,
+            namespace,
+            count,
+            nodes,
+            concurrency,
+        } => {
+            let client = Arc::new(kube_client(&kubeconfig).await?);
+            let start = Instant::now();
+            let errors = futures::stream::iter(0..count)
+                .map(|i| {
+                    let client = client.clone();
+                    let ns = namespace.clone();
+                    async move {
+                        let b = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": format!("pod-{i}")},
+                            "target": {"kind": "Node", "name": format!("node-{}", i % nodes.max(1))}});
+                        let req = http::Request::post(format!("/api/v1/namespaces/{ns}/pods/pod-{i}/binding"))
+                            .header("content-type", "application/json")
+                            .body(serde_json::to_vec(&b).unwrap_or_default());
+                        match req {
+                            Ok(r) => client.request_text(r).await.is_err(),
+                            Err(_) => true,
+                        }
+                    }
+                })
+                .buffer_unordered(concurrency)
+                .filter(|e| futures::future::ready(*e))
+                .count()
+                .await;
+            if errors > 0 {
+                bail!("{errors} binds failed");
+            }
+            report(
+                "api-bind",
+                count,
+                start.elapsed().as_secs_f64(),
+                json!({"concurrency": concurrency}),
             );
         }
         Cmd::EtcdRange {

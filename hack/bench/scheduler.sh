@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Benchmark kube-scheduler in the shape of upstream's scheduler_perf
+# SchedulingBasic: NODES nodes (5,000), PODS pending pods (10,000), scheduled
+# end to end through a real apiserver and etcd; prints pods/s (upstream's floor
+# for this workload is 680 pods/s; target >= 2,000). The ceiling is the same
+# number of binds sent straight to pods/binding with no scheduling, in the
+# same run; the ratio says how close scheduling gets to it.
+#   NODES (5000) PODS (10000)
+set -euo pipefail
+source "$(dirname "$0")/../lib/common.sh"
+source "$(dirname "$0")/../lib/pki.sh"
+
+NODES=${NODES:-5000}
+PODS=${PODS:-10000}
+
+ironkube::ensure_packages
+TARGET=$(ironkube::target_dir)
+log "building release binaries"
+(cd "$IRONKUBE_ROOT" && CARGO_TARGET_DIR=$TARGET cargo build --release --bin kube-apiserver --bin kube-scheduler --bin ironkube-bench)
+BIN=$TARGET/release
+
+WORK=$(mktemp -d /tmp/ironkube-bench.XXXXXX)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+ETCD_PORT=$(free_port); PEER_PORT=$(free_port); API_PORT=$(free_port); SCHED_PORT=$(free_port)
+ETCD=http://127.0.0.1:$ETCD_PORT
+etcd --name=bench --data-dir="$WORK/etcd" --listen-client-urls="$ETCD" --advertise-client-urls="$ETCD" \
+  --listen-peer-urls="http://127.0.0.1:$PEER_PORT" --initial-advertise-peer-urls="http://127.0.0.1:$PEER_PORT" \
+  --initial-cluster="bench=http://127.0.0.1:$PEER_PORT" --quota-backend-bytes=8589934592 >"$WORK/etcd.log" 2>&1 &
+pids+=($!)
+ironkube::wait_url "$ETCD/health" 30 || die "etcd did not start"
+ironkube::pki "$WORK/pki" 127.0.0.1 10.0.0.1
+"$BIN/kube-apiserver" --etcd-servers="$ETCD" --secure-port="$API_PORT" --bind-address=127.0.0.1 \
+  --tls-cert-file="$WORK/pki/apiserver.crt" --tls-private-key-file="$WORK/pki/apiserver.key" \
+  --client-ca-file="$WORK/pki/ca.crt" -v=0 >"$WORK/apiserver.log" 2>&1 &
+pids+=($!)
+ironkube::wait_url "https://127.0.0.1:$API_PORT/readyz" 60 --cacert "$WORK/pki/ca.crt" || die "apiserver did not start"
+KC=$WORK/admin.kubeconfig
+cat >"$KC" <<KCFG
+apiVersion: v1
+kind: Config
+clusters: [{name: b, cluster: {server: "https://127.0.0.1:$API_PORT", certificate-authority-data: $(base64 -w0 "$WORK/pki/ca.crt")}}]
+users: [{name: a, user: {client-certificate-data: $(base64 -w0 "$WORK/pki/admin.crt"), client-key-data: $(base64 -w0 "$WORK/pki/admin.key")}}]
+contexts: [{name: b, context: {cluster: b, user: a}}]
+current-context: b
+KCFG
+KUBECTL=$(ironkube::kubectl)
+field() { python3 -c "import json,sys; print(json.loads(sys.stdin.read())['$1'])"; }
+
+log "creating $NODES nodes and $PODS pending pods"
+"$BIN/ironkube-bench" api-nodes --kubeconfig "$KC" --count "$NODES" >/dev/null
+"$BIN/ironkube-bench" api-create --kubeconfig "$KC" --resource pods --count "$PODS" >/dev/null
+
+log "scheduling them"
+start=$(date +%s.%N)
+"$BIN/kube-scheduler" --kubeconfig="$KC" --leader-elect=false --bind-address=127.0.0.1 --secure-port="$SCHED_PORT" -v=0 >"$WORK/scheduler.log" 2>&1 &
+pids+=($!)
+"$BIN/ironkube-bench" wait-bound --kubeconfig "$KC" --count "$PODS" >/dev/null
+sched_secs=$(python3 -c "import time; print(time.time() - $start)")
+sched_rate=$(python3 -c "print($PODS / $sched_secs)")
+
+log "ceiling: $PODS raw binds in another namespace"
+"$KUBECTL" --kubeconfig="$KC" create namespace ceiling >/dev/null
+"$BIN/ironkube-bench" api-create --kubeconfig "$KC" --resource pods --namespace ceiling --scheduler-name none --count "$PODS" >/dev/null
+# keep the scheduler out of it: these pods name a scheduler that does not run
+bind_rate=$("$BIN/ironkube-bench" api-bind --kubeconfig "$KC" --namespace ceiling --count "$PODS" --nodes "$NODES" | field per_second)
+
+printf '\n%-62s %12s %s\n' "measure" "value" "target"
+printf '%-62s %12.0f %s\n' "pods/s scheduled, $NODES nodes, $PODS pods (incl. cache sync)" "$sched_rate" ">= 2000 (upstream floor 680)"
+printf '%-62s %12.0f %s\n' "raw pods/binding throughput (ceiling)" "$bind_rate" "-"
+printf '%-62s %12.2f %s\n' "scheduled / ceiling" "$(python3 -c "print($sched_rate / $bind_rate)")" "-"
