@@ -36,6 +36,8 @@ pub struct Recorder {
     host: Option<String>,
     /// aggregation key -> (namespace, event name, count, first seen)
     seen: Mutex<HashMap<String, (String, String, i32, Instant)>>,
+    /// when `seen` was last pruned (pruning on every record would cost O(n) each)
+    pruned: Mutex<Instant>,
 }
 
 impl Recorder {
@@ -45,6 +47,7 @@ impl Recorder {
             component: component.to_string(),
             host: host.map(str::to_string),
             seen: Mutex::new(HashMap::new()),
+            pruned: Mutex::new(Instant::now()),
         }
     }
 
@@ -80,8 +83,14 @@ impl Recorder {
         let now = Time(k8s_openapi::jiff::Timestamp::now());
         let existing = {
             let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-            seen.retain(|_, (_, _, _, at)| at.elapsed() < WINDOW);
-            seen.get(&key).cloned()
+            let mut pruned = self.pruned.lock().unwrap_or_else(|p| p.into_inner());
+            if pruned.elapsed() > WINDOW / 10 {
+                seen.retain(|_, (_, _, _, at)| at.elapsed() < WINDOW);
+                *pruned = Instant::now();
+            }
+            seen.get(&key)
+                .filter(|(_, _, _, at)| at.elapsed() < WINDOW)
+                .cloned()
         };
         if let Some((ns_seen, name, count, at)) = existing {
             let patch = serde_json::json!({"count": count + 1, "lastTimestamp": now});

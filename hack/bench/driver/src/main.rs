@@ -315,21 +315,46 @@ async fn main() -> Result<()> {
             let client = kube_client(&kubeconfig).await?;
             let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
                 kube::Api::namespaced(client, &namespace);
+            // count bindings from a watch: polling a field-selected LIST would make the
+            // apiserver parse every pod many times a second and skew the measurement
             let start = Instant::now();
             let deadline = start + std::time::Duration::from_secs(timeout_seconds);
-            loop {
-                let bound = pods
-                    .list_metadata(&kube::api::ListParams::default().fields("spec.nodeName!="))
-                    .await?
-                    .items
-                    .len();
-                if bound >= count {
-                    break;
-                }
+            let mut bound = std::collections::HashSet::new();
+            let mut rv = "0".to_string();
+            while bound.len() < count {
                 if Instant::now() > deadline {
-                    bail!("only {bound} of {count} pods bound after {timeout_seconds}s");
+                    bail!(
+                        "only {} of {count} pods bound after {timeout_seconds}s",
+                        bound.len()
+                    );
                 }
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                let stream = pods
+                    .watch(&kube::api::WatchParams::default().timeout(60), &rv)
+                    .await?;
+                futures::pin_mut!(stream);
+                while let Some(ev) = stream.next().await {
+                    let p = match ev? {
+                        kube::api::WatchEvent::Added(p) | kube::api::WatchEvent::Modified(p) => p,
+                        kube::api::WatchEvent::Bookmark(b) => {
+                            rv = b.metadata.resource_version;
+                            continue;
+                        }
+                        _ => continue,
+                    };
+                    if let Some(v) = p.metadata.resource_version.clone() {
+                        rv = v;
+                    }
+                    if p.spec
+                        .as_ref()
+                        .and_then(|s| s.node_name.as_deref())
+                        .is_some_and(|n| !n.is_empty())
+                    {
+                        bound.insert(p.metadata.name.unwrap_or_default());
+                    }
+                    if bound.len() >= count {
+                        break;
+                    }
+                }
             }
             report(
                 "wait-bound",
