@@ -248,6 +248,9 @@ pub struct Scheduler {
     pub recorder: Recorder,
     pub metrics: Metrics,
     next_start: AtomicUsize,
+    /// binds in flight: bounded so the client reuses its connections instead of
+    /// opening (and TLS-handshaking) one per pod
+    binds: Arc<tokio::sync::Semaphore>,
 }
 
 fn object_ref(pod: &Pod) -> ObjectReference {
@@ -272,6 +275,7 @@ impl Scheduler {
             profile,
             metrics: Metrics::new(registry),
             next_start: AtomicUsize::new(0),
+            binds: Arc::new(tokio::sync::Semaphore::new(64)),
         })
     }
 
@@ -328,7 +332,11 @@ impl Scheduler {
                 self.next_start.store(next, Ordering::Relaxed);
                 self.cache().assume(&pod, &node);
                 let me = self.clone();
+                let Ok(permit) = self.binds.clone().acquire_owned().await else {
+                    return false;
+                };
                 tokio::spawn(async move {
+                    let _permit = permit;
                     match me.bind(&pod, &node).await {
                         Ok(()) => {
                             me.queue.done(&qp.key);

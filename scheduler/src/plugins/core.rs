@@ -50,6 +50,9 @@ impl Filter for NodeUnschedulable {
             .as_ref()
             .and_then(|s| s.unschedulable)
             .unwrap_or(false);
+        if !unschedulable {
+            return Status::success();
+        }
         let taint = Taint {
             key: "node.kubernetes.io/unschedulable".into(),
             effect: "NoSchedule".into(),
