@@ -22,8 +22,10 @@ pub fn merge_key(kind: &str, path: &[&str]) -> Option<&'static str> {
         "ports" if in_container => Some("containerPort"),
         "volumeMounts" if in_container => Some("mountPath"),
         "volumeDevices" if in_container => Some("devicePath"),
-        "resizePolicy" if in_container => Some("resourceName"),
-        "claims" if parent == "resources" => Some("name"),
+        "schedulingGates" | "resourceClaimStatuses" if parent == "spec" || parent == "status" => {
+            Some("name")
+        }
+        "podIPs" | "hostIPs" if parent == "status" => Some("ip"),
         "ports" if kind == "Service" && path == ["spec", "ports"] => Some("port"),
         "ownerReferences" if parent == "metadata" => Some("uid"),
         "conditions" if parent == "status" => Some("type"),
@@ -34,8 +36,8 @@ pub fn merge_key(kind: &str, path: &[&str]) -> Option<&'static str> {
 }
 
 /// Lists of scalars that merge as sets.
-pub fn is_primitive_merge_list(_kind: &str, path: &[&str]) -> bool {
-    path == ["metadata", "finalizers"]
+pub fn is_primitive_merge_list(kind: &str, path: &[&str]) -> bool {
+    path == ["metadata", "finalizers"] || (kind == "Node" && path == ["spec", "podCIDRs"])
 }
 
 /// Apply a strategic merge patch to `original`.
@@ -390,5 +392,24 @@ mod tests {
         let p = json!({"spec": {"strategy": {"$retainKeys": ["type"], "type": "Recreate"}}});
         let out = apply("Deployment", &d, &p).expect("patch");
         assert_eq!(out["spec"]["strategy"], json!({"type": "Recreate"}));
+    }
+
+    #[test]
+    fn keys_kubectl_patches_with() {
+        assert_eq!(merge_key("Pod", &["spec", "schedulingGates"]), Some("name"));
+        assert_eq!(merge_key("Pod", &["status", "podIPs"]), Some("ip"));
+        assert_eq!(
+            merge_key("Pod", &["spec", "containers", "resizePolicy"]),
+            None
+        );
+        assert!(is_primitive_merge_list("Node", &["spec", "podCIDRs"]));
+        let pod = json!({"spec": {"schedulingGates": [{"name": "a"}, {"name": "b"}]}});
+        let out = apply(
+            "Pod",
+            &pod,
+            &json!({"spec": {"schedulingGates": [{"name": "b", "$patch": "delete"}]}}),
+        )
+        .expect("patch");
+        assert_eq!(out["spec"]["schedulingGates"], json!([{"name": "a"}]));
     }
 }
