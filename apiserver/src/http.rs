@@ -202,6 +202,22 @@ pub async fn handle(api: Arc<Api>, user: Option<User>, req: Request<Incoming>) -
         scope: "",
         ..Default::default()
     };
+    // read the body first (bounded), so that an early error still reaches a
+    // client that is sending one (HTTP/2 would otherwise reset the stream)
+    let (parts, incoming) = req.into_parts();
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let body = if parts.method == Method::GET || parts.method == Method::HEAD {
+        Ok(Bytes::new())
+    } else if declared.is_some_and(|n| n > DRAIN_LIMIT) {
+        Err(ApiError::too_large())
+    } else {
+        read_body(incoming).await
+    };
+    let req = Request::from_parts(parts, body);
     let resp = match route(&api, user, req, &mut labels).await {
         Ok(r) => r,
         Err(e) => {
@@ -224,7 +240,7 @@ pub async fn handle(api: Arc<Api>, user: Option<User>, req: Request<Incoming>) -
 async fn route(
     api: &Arc<Api>,
     user: Option<User>,
-    req: Request<Incoming>,
+    req: Request<ApiResult<Bytes>>,
     labels: &mut RequestLabels,
 ) -> ApiResult<Response<Body>> {
     let path = req.uri().path().to_string();
@@ -454,7 +470,7 @@ fn manager_of(q: &Query, headers: &HeaderMap) -> ApiResult<String> {
 async fn serve_resource(
     api: &Arc<Api>,
     user: &User,
-    req: Request<Incoming>,
+    req: Request<ApiResult<Bytes>>,
     t: Target,
     q: Query,
     accept: &str,
@@ -462,15 +478,6 @@ async fn serve_resource(
 ) -> ApiResult<Response<Body>> {
     let (parts, body) = req.into_parts();
     let method = parts.method.clone();
-    // refuse a body declared beyond what we would even drain
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > DRAIN_LIMIT) {
-        return Err(ApiError::too_large());
-    }
     let dry_run = match q.get("dryRun") {
         None | Some("") => false,
         Some("All") => true,
@@ -551,18 +558,18 @@ async fn serve_resource(
                 return Err(ApiError::not_found_path());
             }
             let out = negotiate(accept, &allowed)?;
-            let (v, _) = decode_body(api, &parts.headers, &read_body(body).await?, false)?;
+            let (v, _) = decode_body(api, &parts.headers, &body.clone()?, false)?;
             let created = store::create(&ctx, v).await?;
             object_response(res, 201, created, out, &q)
         }
         (&Method::POST, Some(n), Some("binding")) => {
             labels.verb = "POST";
-            let (v, _) = decode_body(api, &parts.headers, &read_body(body).await?, false)?;
+            let (v, _) = decode_body(api, &parts.headers, &body.clone()?, false)?;
             json_response(201, &store::bind(&ctx, n, &v).await?)
         }
         (&Method::POST, Some(n), Some("eviction")) => {
             labels.verb = "POST";
-            let (v, _) = decode_body(api, &parts.headers, &read_body(body).await?, false)?;
+            let (v, _) = decode_body(api, &parts.headers, &body.clone()?, false)?;
             let opts = DeleteOpts::from_body(&v["deleteOptions"]);
             store::delete(&ctx, n, &opts).await?;
             json_response(201, &success_status(None))
@@ -570,25 +577,25 @@ async fn serve_resource(
         (&Method::PUT, Some(n), None | Some("status")) => {
             labels.verb = "PUT";
             let out = negotiate(accept, &allowed)?;
-            let (v, _) = decode_body(api, &parts.headers, &read_body(body).await?, false)?;
+            let (v, _) = decode_body(api, &parts.headers, &body.clone()?, false)?;
             let (obj, created) = store::update(&ctx, n, sub, v).await?;
             object_response(res, if created { 201 } else { 200 }, obj, out, &q)
         }
         (&Method::PUT, Some(n), Some("scale")) => {
             labels.verb = "PUT";
-            let (v, _) = decode_body(api, &parts.headers, &read_body(body).await?, false)?;
+            let (v, _) = decode_body(api, &parts.headers, &body.clone()?, false)?;
             let scale = store::update_scale(&ctx, n, &|_| Ok(v.clone())).await?;
             json_response(200, &scale)
         }
         (&Method::PUT, Some(n), Some("finalize")) => {
             labels.verb = "PUT";
-            let (v, _) = decode_body(api, &parts.headers, &read_body(body).await?, false)?;
+            let (v, _) = decode_body(api, &parts.headers, &body.clone()?, false)?;
             json_response(200, &store::finalize_namespace(&ctx, n, &v).await?)
         }
         (&Method::PATCH, Some(n), None | Some("status")) => {
             labels.verb = "PATCH";
             let out = negotiate(accept, &allowed)?;
-            let (v, ptype) = decode_body(api, &parts.headers, &read_body(body).await?, true)?;
+            let (v, ptype) = decode_body(api, &parts.headers, &body.clone()?, true)?;
             let ptype = ptype.ok_or_else(|| ApiError::unsupported_media_type("none"))?;
             if ptype != PatchType::Apply && q.get("force").is_some() {
                 return Err(ApiError::bad_request(
@@ -600,7 +607,7 @@ async fn serve_resource(
         }
         (&Method::PATCH, Some(n), Some("scale")) => {
             labels.verb = "PATCH";
-            let (v, ptype) = decode_body(api, &parts.headers, &read_body(body).await?, true)?;
+            let (v, ptype) = decode_body(api, &parts.headers, &body.clone()?, true)?;
             let scale = store::update_scale(&ctx, n, &|mut cur: Value| {
                 match ptype {
                     Some(PatchType::Json) => {
@@ -651,10 +658,10 @@ fn with_warnings(mut resp: Response<Body>, ctx: &Ctx) -> Response<Body> {
 async fn delete_opts(
     api: &Api,
     headers: &HeaderMap,
-    body: Incoming,
+    body: ApiResult<Bytes>,
     q: &Query,
 ) -> ApiResult<DeleteOpts> {
-    let raw = read_body(body).await?;
+    let raw = body?;
     let mut opts = if raw.iter().all(u8::is_ascii_whitespace) {
         DeleteOpts::default()
     } else {
