@@ -6,7 +6,7 @@
 #   hack/local-up-cluster.sh [--nodes N]     (N=0: control plane only)
 #   hack/local-down-cluster.sh               stops everything it started
 #
-# Environment: API_PORT (6443), ETCD_PORT (12379), ADVERTISE_ADDRESS (127.0.0.1),
+# Environment: API_PORT (6443), ETCD_PORT (12379), SCHEDULER_PORT (10259), ADVERTISE_ADDRESS (127.0.0.1),
 # SERVICE_CLUSTER_IP_RANGE (10.0.0.0/24), CARGO_TARGET_DIR.
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
@@ -36,7 +36,7 @@ mkdir -p "$LOGS" "$PKI"
 
 running() { [[ -f "$OUT_DIR/$1.pid" ]] && kill -0 "$(cat "$OUT_DIR/$1.pid")" 2>/dev/null; }
 
-if running etcd && running kube-apiserver; then
+if running etcd && running kube-apiserver && running kube-scheduler; then
   log "the local cluster is already running (hack/local-down-cluster.sh stops it)"
   log "export KUBECONFIG=$KUBECONFIG_OUT"
   exit 0
@@ -57,7 +57,7 @@ ironkube::ensure_packages
 
 TARGET=$(ironkube::target_dir)
 log "building release binaries (target dir $TARGET)"
-(cd "$IRONKUBE_ROOT" && CARGO_TARGET_DIR=$TARGET cargo build --release --bin kube-apiserver)
+(cd "$IRONKUBE_ROOT" && CARGO_TARGET_DIR=$TARGET cargo build --release --bin kube-apiserver --bin kube-scheduler)
 BIN=$TARGET/release
 
 log "making the PKI in $PKI"
@@ -102,13 +102,21 @@ kc config set-context local --cluster=local --user=admin --namespace=default
 kc config use-context local
 chmod 600 "$KUBECONFIG_OUT"
 
+# until each component has its own identity (the security issue), the control
+# plane uses the admin credentials
+log "starting kube-scheduler"
+"$BIN/kube-scheduler" --kubeconfig="$KUBECONFIG_OUT" --bind-address=127.0.0.1 --secure-port="${SCHEDULER_PORT:-10259}" \
+  >"$LOGS/kube-scheduler.log" 2>&1 &
+echo $! >"$OUT_DIR/kube-scheduler.pid"
+ironkube::wait_url "http://127.0.0.1:${SCHEDULER_PORT:-10259}/healthz" 30 || die "kube-scheduler did not start (see $LOGS/kube-scheduler.log)"
+
 if ((NODES > 0)); then
   log "note: worker nodes (kubelet, kube-proxy) are not built yet; started the control plane only"
 fi
 UP_OK=1
 cat >&2 <<MSG
 
-  The local cluster is up (control plane: etcd, kube-apiserver).
+  The local cluster is up (control plane: etcd, kube-apiserver, kube-scheduler).
   Logs:        $LOGS/
   Use it:      export KUBECONFIG=$KUBECONFIG_OUT
                kubectl get namespaces
