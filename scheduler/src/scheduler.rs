@@ -34,6 +34,10 @@ pub struct Diagnosis {
     pub nodes: usize,
     pub reasons: BTreeMap<String, usize>,
     pub error: Option<String>,
+    /// nodes that failed only with Unschedulable: preemption may help there
+    pub preemptible: Vec<String>,
+    /// the PostFilter's own account, appended to the message
+    pub preemption: Option<String>,
 }
 
 impl Diagnosis {
@@ -51,11 +55,16 @@ impl Diagnosis {
         if self.nodes == 0 {
             return "no nodes available to schedule pods".into();
         }
-        format!(
+        let mut msg = format!(
             "0/{} nodes are available: {}.",
             self.nodes,
             parts.join(", ")
-        )
+        );
+        if let Some(p) = &self.preemption {
+            msg.push_str(" preemption: ");
+            msg.push_str(p);
+        }
+        msg
     }
 }
 
@@ -133,6 +142,9 @@ impl Profile {
                             st.reasons.join(", ")
                         ));
                         return Err(diag);
+                    }
+                    if st.code == Code::Unschedulable {
+                        diag.preemptible.push(node.name().to_string());
                     }
                     for r in st.reasons {
                         *diag.reasons.entry(r).or_insert(0) += 1;
@@ -378,7 +390,18 @@ impl Scheduler {
                     }
                 });
             }
-            Err(diag) => {
+            Err(mut diag) => {
+                if diag.error.is_none() && diag.nodes > 0 {
+                    match crate::preemption::find_candidate(
+                        &self.profile,
+                        &pod,
+                        &snap,
+                        &diag.preemptible,
+                    ) {
+                        Ok(c) => self.preempt(&pod, c).await,
+                        Err(why) => diag.preemption = Some(why),
+                    }
+                }
                 let msg = diag.message();
                 let result = if diag.error.is_some() {
                     "error"
@@ -413,6 +436,38 @@ impl Scheduler {
             }
         }
         true
+    }
+
+    /// Evict the victims (gracefully) and nominate the node for `pod`.
+    async fn preempt(&self, pod: &Pod, c: crate::preemption::Candidate) {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        for v in &c.victims {
+            let ns = v.metadata.namespace.as_deref().unwrap_or("default");
+            let name = v.metadata.name.as_deref().unwrap_or_default();
+            let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+            match api.delete(name, &kube::api::DeleteParams::default()).await {
+                Ok(_) => {
+                    let msg = format!("Preempted by pod {uid} on node {}", c.node);
+                    self.recorder
+                        .record(&object_ref(v), EventType::Normal, "Preempted", &msg)
+                        .await;
+                }
+                Err(e) => {
+                    tracing::warn!(victim = %pod_key(v), error = %e, "evicting a preemption victim")
+                }
+            }
+        }
+        let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let name = pod.metadata.name.as_deref().unwrap_or_default();
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        let patch = serde_json::json!({"status": {"nominatedNodeName": c.node}});
+        if let Err(e) = api
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            tracing::warn!(pod = %pod_key(pod), error = %e, "nominating a node");
+        }
+        tracing::info!(pod = %pod_key(pod), node = %c.node, victims = c.victims.len(), "preempted");
     }
 
     async fn bind(&self, pod: &Pod, node: &str) -> Result<(), kube::Error> {

@@ -82,7 +82,7 @@ async fn resources_decide_and_unschedulable_pods_wait_for_a_node() {
         .first()
         .and_then(|e| e.message.clone())
         .unwrap_or_default();
-    assert_eq!(msg, "0/2 nodes are available: 2 Insufficient cpu.");
+    assert_eq!(msg, "0/2 nodes are available: 2 Insufficient cpu. preemption: 0/2 nodes are available: 2 No preemption victims found for incoming pod.");
     let c = Api::<Pod>::namespaced(client.clone(), "default")
         .get("c")
         .await
@@ -179,7 +179,7 @@ async fn taints_selectors_and_affinity() {
         .first()
         .and_then(|e| e.message.clone())
         .unwrap_or_default();
-    assert_eq!(msg, "0/3 nodes are available: 1 node(s) had untolerated taint {dedicated: gpu}, 2 node(s) didn't match Pod's node affinity/selector.");
+    assert_eq!(msg, "0/3 nodes are available: 1 node(s) had untolerated taint {dedicated: gpu}, 2 node(s) didn't match Pod's node affinity/selector. preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling.");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -247,4 +247,90 @@ async fn two_schedulers_one_active_and_failover() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(total, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_higher_priority_pod_preempts_gracefully() {
+    let ts = TestServer::start();
+    let (client, _stop) = start(&ts).await;
+    node(&client, "only", "2", json!({})).await;
+    pod(&client, "low-a", "1", json!({"spec": {"priority": 0}})).await;
+    pod(&client, "low-b", "1", json!({"spec": {"priority": 0}})).await;
+    assert!(
+        node_of(&client, "low-a", 20).await.is_some()
+            && node_of(&client, "low-b", 20).await.is_some()
+    );
+    pod(&client, "vip", "1", json!({"spec": {"priority": 1000}})).await;
+    // one victim is deleted gracefully: it turns terminating; the preemptor is nominated
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let mut victim = None;
+    for _ in 0..100 {
+        for n in ["low-a", "low-b"] {
+            if pods
+                .get(n)
+                .await
+                .expect("get")
+                .metadata
+                .deletion_timestamp
+                .is_some()
+            {
+                victim = Some(n);
+            }
+        }
+        if victim.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let victim = victim.expect("a victim was evicted");
+    let mut nominated = None;
+    for _ in 0..50 {
+        nominated = pods
+            .get("vip")
+            .await
+            .expect("vip")
+            .status
+            .and_then(|s| s.nominated_node_name);
+        if nominated.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(nominated.as_deref(), Some("only"));
+    // while the victim terminates, retries must not pick a second victim
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let survivor = if victim == "low-a" { "low-b" } else { "low-a" };
+    assert!(
+        pods.get(survivor)
+            .await
+            .expect("get")
+            .metadata
+            .deletion_timestamp
+            .is_none(),
+        "only one victim is needed"
+    );
+    // play the kubelet: the victim's containers stopped, the pod goes
+    pods.delete(
+        victim,
+        &kube::api::DeleteParams {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("finish deletion");
+    assert_eq!(node_of(&client, "vip", 20).await.as_deref(), Some("only"));
+    let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    let preempted = events
+        .list(
+            &ListParams::default()
+                .fields(&format!("involvedObject.name={victim},reason=Preempted")),
+        )
+        .await
+        .expect("events");
+    assert!(preempted
+        .items
+        .first()
+        .and_then(|e| e.message.clone())
+        .is_some_and(|m| m.starts_with("Preempted by pod ") && m.ends_with("on node only")));
 }
