@@ -1,6 +1,7 @@
 //! The plugins and the default profile (upstream's default plugin set and score weights).
 
 pub mod core;
+pub mod scoring;
 
 use std::sync::Arc;
 
@@ -45,6 +46,17 @@ pub fn profile(cfg: &ProfileConfig, percentage: u32) -> Profile {
     p.filters.push(fit.clone());
     if on("NodeResourcesFit") {
         p.scores.push((fit, weight("NodeResourcesFit", 1)));
+    }
+    if on("NodeResourcesBalancedAllocation") {
+        p.scores.push((
+            Arc::new(scoring::BalancedAllocation),
+            weight("NodeResourcesBalancedAllocation", 1),
+        ));
+    }
+    if on("ImageLocality") {
+        p.pre_scores.push(Arc::new(scoring::ImageLocality));
+        p.scores
+            .push((Arc::new(scoring::ImageLocality), weight("ImageLocality", 1)));
     }
     p
 }
