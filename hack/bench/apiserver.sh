@@ -12,6 +12,7 @@
 set -euo pipefail
 source "$(dirname "$0")/../lib/common.sh"
 source "$(dirname "$0")/../lib/pki.sh"
+source "$(dirname "$0")/../lib/bench.sh"
 
 COUNT=${COUNT:-10000}
 CONCURRENCY=${CONCURRENCY:-64}
@@ -23,45 +24,9 @@ log "building release binaries"
 (cd "$IRONKUBE_ROOT" && CARGO_TARGET_DIR=$TARGET cargo build --release --bin kube-apiserver --bin ironkube-bench)
 BIN=$TARGET/release
 
-WORK=$(mktemp -d /tmp/ironkube-bench.XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-ETCD_PORT=$(free_port); PEER_PORT=$(free_port); API_PORT=$(free_port)
-ETCD=http://127.0.0.1:$ETCD_PORT
-
-etcd --name=bench --data-dir="$WORK/etcd" --listen-client-urls="$ETCD" --advertise-client-urls="$ETCD" \
-  --listen-peer-urls="http://127.0.0.1:$PEER_PORT" --initial-advertise-peer-urls="http://127.0.0.1:$PEER_PORT" \
-  --initial-cluster="bench=http://127.0.0.1:$PEER_PORT" --quota-backend-bytes=8589934592 >"$WORK/etcd.log" 2>&1 &
-pids+=($!)
-ironkube::wait_url "$ETCD/health" 30 || die "etcd did not start"
-
-ironkube::pki "$WORK/pki" 127.0.0.1 10.0.0.1
-"$BIN/kube-apiserver" --etcd-servers="$ETCD" --secure-port="$API_PORT" --bind-address=127.0.0.1 \
-  --tls-cert-file="$WORK/pki/apiserver.crt" --tls-private-key-file="$WORK/pki/apiserver.key" \
-  --client-ca-file="$WORK/pki/ca.crt" -v=0 >"$WORK/apiserver.log" 2>&1 &
-API_PID=$!
-pids+=($API_PID)
-ironkube::wait_url "https://127.0.0.1:$API_PORT/readyz" 60 --cacert "$WORK/pki/ca.crt" || die "apiserver did not start"
-KC=$WORK/admin.kubeconfig
-cat >"$KC" <<KCFG
-apiVersion: v1
-kind: Config
-clusters: [{name: b, cluster: {server: "https://127.0.0.1:$API_PORT", certificate-authority-data: $(base64 -w0 "$WORK/pki/ca.crt")}}]
-users: [{name: a, user: {client-certificate-data: $(base64 -w0 "$WORK/pki/admin.crt"), client-key-data: $(base64 -w0 "$WORK/pki/admin.key")}}]
-contexts: [{name: b, context: {cluster: b, user: a}}]
-current-context: b
-KCFG
+ironkube::bench_control_plane "$BIN"
 sleep 1
 
-field() { python3 -c "import json,sys; print(json.loads(sys.stdin.read())['$1'])"; }
-ratio() { python3 -c "print(f'{$1/$2:.2f}')"; }
 
 log "creates: $COUNT x 1 KiB, $CONCURRENCY concurrent clients"
 etcd_rate=$("$BIN/ironkube-bench" etcd-put --endpoint "$ETCD" --count "$COUNT" --concurrency "$CONCURRENCY" | field per_second)

@@ -1,7 +1,6 @@
 //! Load drivers for hack/bench/*.sh. Each subcommand prints one line of JSON
 //! with its figure, so the shell script can compute ratios measured in one run.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -119,6 +118,41 @@ async fn kube_client(path: &str) -> Result<kube::Client> {
     Ok(kube::Client::try_from(cfg)?)
 }
 
+/// POST `count` JSON bodies (`make(i)` gives path and body), `concurrency` at a
+/// time; fails if any failed (the first error of each is printed). Returns seconds.
+async fn post_all(
+    client: &kube::Client,
+    what: &str,
+    count: usize,
+    concurrency: usize,
+    make: impl Fn(usize) -> (String, serde_json::Value),
+) -> Result<f64> {
+    let start = Instant::now();
+    let errors = futures::stream::iter(0..count)
+        .map(|i| {
+            let (path, body) = make(i);
+            let client = client.clone();
+            async move {
+                let req = http::Request::post(path)
+                    .header("content-type", "application/json")
+                    .body(serde_json::to_vec(&body).unwrap_or_default());
+                let res = match req {
+                    Ok(r) => client.request_text(r).await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                res.map_err(|e| eprintln!("{what} failed: {e}")).is_err()
+            }
+        })
+        .buffer_unordered(concurrency)
+        .filter(|e| futures::future::ready(*e))
+        .count()
+        .await;
+    if errors > 0 {
+        bail!("{errors} of {count} requests ({what}) failed");
+    }
+    Ok(start.elapsed().as_secs_f64())
+}
+
 fn report(what: &str, n: usize, secs: f64, extra: serde_json::Value) {
     let mut v = json!({"what": what, "count": n, "seconds": secs, "per_second": n as f64 / secs});
     if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
@@ -200,55 +234,27 @@ async fn main() -> Result<()> {
             count,
             scheduler_name,
         } => {
-            let client = Arc::new(kube_client(&kubeconfig).await?);
-            let start = Instant::now();
-            let errors = futures::stream::iter(0..count)
-                .map(|i| {
-                    let client = client.clone();
-                    let (obj, path) = match resource.as_str() {
-                        "pods" => (
-                            {
-                                let mut p = pod(&format!("pod-{i}"));
-                                if let Some(n) = &scheduler_name {
-                                    p["spec"]["schedulerName"] = n.clone().into();
-                                }
-                                p
-                            },
-                            format!("/api/v1/namespaces/{namespace}/pods"),
-                        ),
-                        _ => (
-                            payload(&format!("cm-{i}")),
-                            format!("/api/v1/namespaces/{namespace}/configmaps"),
-                        ),
-                    };
-                    async move {
-                        let body = serde_json::to_vec(&obj).unwrap_or_default();
-                        let req = http::Request::post(path)
-                            .header("content-type", "application/json")
-                            .body(body);
-                        match req {
-                            Ok(r) => match client.request_text(r).await {
-                                Ok(_) => false,
-                                Err(e) => {
-                                    eprintln!("create failed: {e}");
-                                    true
-                                }
-                            },
-                            Err(_) => true,
+            let client = kube_client(&kubeconfig).await?;
+            let secs = post_all(&client, "create", count, concurrency, |i| {
+                match resource.as_str() {
+                    "pods" => {
+                        let mut p = pod(&format!("pod-{i}"));
+                        if let Some(n) = &scheduler_name {
+                            p["spec"]["schedulerName"] = n.clone().into();
                         }
+                        (format!("/api/v1/namespaces/{namespace}/pods"), p)
                     }
-                })
-                .buffer_unordered(concurrency)
-                .filter(|e| futures::future::ready(*e))
-                .count()
-                .await;
-            if errors > 0 {
-                bail!("{errors} creates failed");
-            }
+                    _ => (
+                        format!("/api/v1/namespaces/{namespace}/configmaps"),
+                        payload(&format!("cm-{i}")),
+                    ),
+                }
+            })
+            .await?;
             report(
                 "api-create",
                 count,
-                start.elapsed().as_secs_f64(),
+                secs,
                 json!({"concurrency": concurrency, "resource": resource}),
             );
         }
@@ -280,31 +286,16 @@ async fn main() -> Result<()> {
             count,
             concurrency,
         } => {
-            let client = Arc::new(kube_client(&kubeconfig).await?);
-            let start = Instant::now();
-            let errors = futures::stream::iter(0..count)
-                .map(|i| {
-                    let client = client.clone();
-                    async move {
-                        let n = json!({"apiVersion": "v1", "kind": "Node",
-                            "metadata": {"name": format!("node-{i}"), "labels": {"kubernetes.io/hostname": format!("node-{i}"), "topology.kubernetes.io/zone": format!("zone-{}", i % 3)}},
-                            "status": {"capacity": {"cpu": "4", "memory": "32Gi", "pods": "110"}, "allocatable": {"cpu": "4", "memory": "32Gi", "pods": "110"},
-                                "conditions": [{"type": "Ready", "status": "True"}]}});
-                        let req = http::Request::post("/api/v1/nodes").header("content-type", "application/json").body(serde_json::to_vec(&n).unwrap_or_default());
-                        match req {
-                            Ok(r) => client.request_text(r).await.is_err(),
-                            Err(_) => true,
-                        }
-                    }
-                })
-                .buffer_unordered(concurrency)
-                .filter(|e| futures::future::ready(*e))
-                .count()
-                .await;
-            if errors > 0 {
-                bail!("{errors} node creates failed");
-            }
-            report("api-nodes", count, start.elapsed().as_secs_f64(), json!({}));
+            let client = kube_client(&kubeconfig).await?;
+            let secs = post_all(&client, "node create", count, concurrency, |i| {
+                let n = json!({"apiVersion": "v1", "kind": "Node",
+                    "metadata": {"name": format!("node-{i}"), "labels": {"kubernetes.io/hostname": format!("node-{i}"), "topology.kubernetes.io/zone": format!("zone-{}", i % 3)}},
+                    "status": {"capacity": {"cpu": "4", "memory": "32Gi", "pods": "110"}, "allocatable": {"cpu": "4", "memory": "32Gi", "pods": "110"},
+                        "conditions": [{"type": "Ready", "status": "True"}]}});
+                ("/api/v1/nodes".to_string(), n)
+            })
+            .await?;
+            report("api-nodes", count, secs, json!({}));
         }
         Cmd::WaitBound {
             kubeconfig,
@@ -370,37 +361,14 @@ async fn main() -> Result<()> {
             nodes,
             concurrency,
         } => {
-            let client = Arc::new(kube_client(&kubeconfig).await?);
-            let start = Instant::now();
-            let errors = futures::stream::iter(0..count)
-                .map(|i| {
-                    let client = client.clone();
-                    let ns = namespace.clone();
-                    async move {
-                        let b = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": format!("pod-{i}")},
-                            "target": {"kind": "Node", "name": format!("node-{}", i % nodes.max(1))}});
-                        let req = http::Request::post(format!("/api/v1/namespaces/{ns}/pods/pod-{i}/binding"))
-                            .header("content-type", "application/json")
-                            .body(serde_json::to_vec(&b).unwrap_or_default());
-                        match req {
-                            Ok(r) => client.request_text(r).await.is_err(),
-                            Err(_) => true,
-                        }
-                    }
-                })
-                .buffer_unordered(concurrency)
-                .filter(|e| futures::future::ready(*e))
-                .count()
-                .await;
-            if errors > 0 {
-                bail!("{errors} binds failed");
-            }
-            report(
-                "api-bind",
-                count,
-                start.elapsed().as_secs_f64(),
-                json!({"concurrency": concurrency}),
-            );
+            let client = kube_client(&kubeconfig).await?;
+            let secs = post_all(&client, "bind", count, concurrency, |i| {
+                let b = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": format!("pod-{i}")},
+                    "target": {"kind": "Node", "name": format!("node-{}", i % nodes.max(1))}});
+                (format!("/api/v1/namespaces/{namespace}/pods/pod-{i}/binding"), b)
+            })
+            .await?;
+            report("api-bind", count, secs, json!({"concurrency": concurrency}));
         }
         Cmd::EtcdRange {
             endpoint,
