@@ -338,14 +338,7 @@ impl TestServer {
 
     /// kubectl that must succeed; returns stdout.
     pub fn kubectl_ok(&self, args: &[&str]) -> String {
-        let out = self.kubectl(args);
-        assert!(
-            out.status.success(),
-            "kubectl {args:?} failed:\nstdout: {}\nstderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        succeeded(args, self.kubectl(args))
     }
 
     /// kubectl with a manifest on stdin.
@@ -368,14 +361,7 @@ impl TestServer {
     }
 
     pub fn kubectl_stdin_ok(&self, args: &[&str], input: &str) -> String {
-        let out = self.kubectl_stdin(args, input);
-        assert!(
-            out.status.success(),
-            "kubectl {args:?} failed:\nstdout: {}\nstderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        succeeded(args, self.kubectl_stdin(args, input))
     }
 
     pub async fn client(&self) -> kube::Client {
@@ -472,6 +458,17 @@ pub fn raw_request(
 
 fn rand_suffix() -> String {
     format!("{}-{:?}", std::process::id(), std::thread::current().id()).replace(['(', ')'], "")
+}
+
+/// The stdout of a kubectl run that must have succeeded.
+fn succeeded(args: &[&str], out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "kubectl {args:?} failed:\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 pub fn write_kubeconfig(path: &Path, addr: SocketAddr, ca: &str, cert: &str, key: &str) {

@@ -178,10 +178,6 @@ impl Cache {
             by_name: self.index.clone(),
         }
     }
-
-    pub fn node_count(&self) -> usize {
-        self.nodes.len()
-    }
 }
 
 #[cfg(test)]

@@ -40,19 +40,31 @@ async fn pod(client: &kube::Client, name: &str, cpu: &str, extra: serde_json::Va
         .expect("create pod");
 }
 
-async fn node_of(client: &kube::Client, name: &str, secs: u64) -> Option<String> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+/// Poll `f` every 100 ms for up to `secs` seconds until it gives Some.
+async fn eventually<T, F, Fut>(secs: u64, mut f: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     loop {
-        let p = pods.get(name).await.expect("get pod");
-        if let Some(n) = p.spec.and_then(|s| s.node_name).filter(|n| !n.is_empty()) {
-            return Some(n);
+        if let Some(v) = f().await {
+            return Some(v);
         }
         if tokio::time::Instant::now() > deadline {
             return None;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+async fn node_of(client: &kube::Client, name: &str, secs: u64) -> Option<String> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    eventually(secs, || async {
+        let p = pods.get(name).await.expect("get pod");
+        p.spec.and_then(|s| s.node_name).filter(|n| !n.is_empty())
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -102,18 +114,14 @@ async fn resources_decide_and_unschedulable_pods_wait_for_a_node() {
     node(&client, "n3", "4", json!({})).await;
     assert_eq!(node_of(&client, "c", 20).await.as_deref(), Some("n3"));
     // the event follows the bind
-    let mut scheduled = None;
-    for _ in 0..100 {
+    let scheduled = eventually(10, || async {
         let l = events
             .list(&ListParams::default().fields("involvedObject.name=c,reason=Scheduled"))
             .await
             .expect("events");
-        scheduled = l.items.first().and_then(|e| e.message.clone());
-        if scheduled.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        l.items.first().and_then(|e| e.message.clone())
+    })
+    .await;
     assert_eq!(
         scheduled.as_deref(),
         Some("Successfully assigned default/c to n3")
@@ -234,19 +242,16 @@ async fn two_schedulers_one_active_and_failover() {
     );
     // exactly one Scheduled event per pod: never two active schedulers
     let events: Api<Event> = Api::namespaced(client.clone(), "default");
-    let mut total = 0;
-    for _ in 0..100 {
+    let total = eventually(10, || async {
         let l = events
             .list(&ListParams::default().fields("reason=Scheduled"))
             .await
             .expect("events");
-        total = l.items.iter().map(|e| e.count.unwrap_or(1)).sum::<i32>();
-        if total >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(total, 2);
+        let t = l.items.iter().map(|e| e.count.unwrap_or(1)).sum::<i32>();
+        (t >= 2).then_some(t)
+    })
+    .await;
+    assert_eq!(total, Some(2));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -263,8 +268,7 @@ async fn a_higher_priority_pod_preempts_gracefully() {
     pod(&client, "vip", "1", json!({"spec": {"priority": 1000}})).await;
     // one victim is deleted gracefully: it turns terminating; the preemptor is nominated
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-    let mut victim = None;
-    for _ in 0..100 {
+    let victim = eventually(10, || async {
         for n in ["low-a", "low-b"] {
             if pods
                 .get(n)
@@ -274,28 +278,21 @@ async fn a_higher_priority_pod_preempts_gracefully() {
                 .deletion_timestamp
                 .is_some()
             {
-                victim = Some(n);
+                return Some(n);
             }
         }
-        if victim.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        None
+    })
+    .await;
     let victim = victim.expect("a victim was evicted");
-    let mut nominated = None;
-    for _ in 0..50 {
-        nominated = pods
-            .get("vip")
+    let nominated = eventually(5, || async {
+        pods.get("vip")
             .await
             .expect("vip")
             .status
-            .and_then(|s| s.nominated_node_name);
-        if nominated.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+            .and_then(|s| s.nominated_node_name)
+    })
+    .await;
     assert_eq!(nominated.as_deref(), Some("only"));
     // while the victim terminates, retries must not pick a second victim
     tokio::time::sleep(Duration::from_secs(2)).await;
