@@ -42,6 +42,15 @@ async fn main() -> anyhow::Result<()> {
     let health = common::server::Health::new();
     let profile = scheduler::plugins::profile(&cfg.profile, cfg.percentage_of_nodes_to_score);
     let sched = scheduler::scheduler::Scheduler::new(client.clone(), profile, &registry);
+    let informers = common::informers::Informers::new(client.clone(), None, shutdown.clone());
+    // ready once the pod and node caches have synced, as upstream's informer-sync check
+    let (pods, nodes) = (
+        informers.get::<k8s_openapi::api::core::v1::Pod>(),
+        informers.get::<k8s_openapi::api::core::v1::Node>(),
+    );
+    health.add("informer-sync", move || {
+        pods.has_synced() && nodes.has_synced()
+    });
     common::server::serve(
         SocketAddr::new(flags.bind_address, flags.secure_port),
         health,
@@ -49,7 +58,6 @@ async fn main() -> anyhow::Result<()> {
         shutdown.clone(),
     )
     .await?;
-    let informers = common::informers::Informers::new(client.clone(), None, shutdown.clone());
     if !flags.leader.leader_elect {
         scheduler::run(sched, informers, shutdown).await;
         return Ok(());
