@@ -2,9 +2,14 @@
 //! of the same event (same object, type, reason, message, source) within the
 //! aggregation window bumps count and lastTimestamp on the existing Event
 //! instead of creating another.
+//!
+//! Controllers call [`Recorder::emit`], which never waits on the apiserver: the
+//! event goes into a bounded queue (upstream's broadcaster keeps 1,000 and
+//! drops beyond that) written by a background task, so recording an event
+//! never slows the work it describes.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -14,6 +19,10 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 
 /// How long a recorded event can absorb repeats.
 const WINDOW: Duration = Duration::from_secs(600);
+/// Events queued for writing before new ones are dropped (upstream's maxQueuedEvents).
+const QUEUED: usize = 1000;
+/// Events written at once by the background writer.
+const IN_FLIGHT: usize = 16;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EventType {
@@ -30,7 +39,21 @@ impl EventType {
     }
 }
 
+/// Writes events; cheap to clone (clones share the aggregation state and queue).
+#[derive(Clone)]
 pub struct Recorder {
+    inner: Arc<Inner>,
+    queue: tokio::sync::mpsc::Sender<Queued>,
+}
+
+struct Queued {
+    obj: ObjectReference,
+    typ: EventType,
+    reason: String,
+    message: String,
+}
+
+struct Inner {
     client: kube::Client,
     component: String,
     host: Option<String>,
@@ -41,24 +64,76 @@ pub struct Recorder {
 }
 
 impl Recorder {
+    /// A recorder for `component` (the event's source); starts its writer task,
+    /// so it must be called inside a tokio runtime.
     pub fn new(client: kube::Client, component: &str, host: Option<&str>) -> Recorder {
-        Recorder {
+        let inner = Arc::new(Inner {
             client,
             component: component.to_string(),
             host: host.map(str::to_string),
             seen: Mutex::new(HashMap::new()),
             pruned: Mutex::new(Instant::now()),
+        });
+        let (queue, rx) = tokio::sync::mpsc::channel::<Queued>(QUEUED);
+        let writer = inner.clone();
+        tokio::spawn(async move {
+            use futures::StreamExt;
+            tokio_stream_from(rx)
+                .for_each_concurrent(IN_FLIGHT, |q| {
+                    let w = writer.clone();
+                    async move { w.record(&q.obj, q.typ, &q.reason, &q.message).await }
+                })
+                .await;
+        });
+        Recorder { inner, queue }
+    }
+
+    /// Queue an event about `obj` without waiting; dropped (and logged) when
+    /// the queue is full, as upstream's broadcaster does.
+    pub fn emit(&self, obj: &ObjectReference, typ: EventType, reason: &str, message: &str) {
+        let q = Queued {
+            obj: obj.clone(),
+            typ,
+            reason: reason.to_string(),
+            message: message.to_string(),
+        };
+        if self.queue.try_send(q).is_err() {
+            tracing::warn!(reason, "event queue full, dropping an event");
         }
     }
 
-    /// Record an event about `obj`. Failures are logged, never fatal, as upstream.
+    /// Record an event about `obj` now. Failures are logged, never fatal, as upstream.
     pub async fn record(&self, obj: &ObjectReference, typ: EventType, reason: &str, message: &str) {
+        self.inner.record(obj, typ, reason, message).await
+    }
+
+    /// Record an event about `obj` now, returning the written Event.
+    pub async fn try_record(
+        &self,
+        obj: &ObjectReference,
+        typ: EventType,
+        reason: &str,
+        message: &str,
+    ) -> Result<Event, kube::Error> {
+        self.inner.try_record(obj, typ, reason, message).await
+    }
+}
+
+/// The receiving half of a channel as a stream.
+fn tokio_stream_from<T: Send + 'static>(
+    rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures::Stream<Item = T> {
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) })
+}
+
+impl Inner {
+    async fn record(&self, obj: &ObjectReference, typ: EventType, reason: &str, message: &str) {
         if let Err(e) = self.try_record(obj, typ, reason, message).await {
             tracing::warn!(reason, error = %e, "recording an event");
         }
     }
 
-    pub async fn try_record(
+    async fn try_record(
         &self,
         obj: &ObjectReference,
         typ: EventType,

@@ -1,6 +1,7 @@
 //! The scheduler's cache: every node with the pods bound or assumed on it. A
-//! cycle works on a snapshot (Arc clones of the node infos), so binds that
-//! land meanwhile never change what one cycle sees.
+//! cycle works on a snapshot (an Arc of the node infos), so binds that land
+//! meanwhile never change what one cycle sees; the cache copies its list only
+//! when a snapshot still holds it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 
 use crate::framework::{NodeInfo, Snapshot};
 use crate::plugins::core::host_ports;
+use crate::plugins::scoring::node_images;
 use crate::resources::{allocatable, pod_requests};
 
 pub fn pod_key(pod: &Pod) -> String {
@@ -23,6 +25,7 @@ pub fn pod_key(pod: &Pod) -> String {
 pub fn node_info(node: Arc<Node>, pods: Vec<Arc<Pod>>) -> NodeInfo {
     let mut info = NodeInfo {
         allocatable: allocatable(&node),
+        images: Arc::new(node_images(&node)),
         node,
         pods: Vec::new(),
         requested: Default::default(),
@@ -68,8 +71,10 @@ pub struct Cache {
     /// node -> pod key -> pod
     node_pods: HashMap<String, HashMap<String, Arc<Pod>>>,
     /// node infos in a stable order, and each name's position
-    infos: Vec<Arc<NodeInfo>>,
+    infos: Arc<Vec<Arc<NodeInfo>>>,
     index: Arc<HashMap<String, usize>>,
+    /// image -> number of nodes holding it
+    images: Arc<HashMap<String, usize>>,
 }
 
 impl Cache {
@@ -94,11 +99,34 @@ impl Cache {
             .map(|m| m.values().cloned().collect())
             .unwrap_or_default();
         let info = Arc::new(node_info(n, pods));
-        match self.index.get(node).copied() {
-            Some(i) => self.infos[i] = info,
+        let old = match self.index.get(node).copied() {
+            Some(i) => Some(std::mem::replace(
+                &mut Arc::make_mut(&mut self.infos)[i],
+                info.clone(),
+            )),
             None => {
-                self.infos.push(info);
-                self.reindex();
+                Arc::make_mut(&mut self.infos).push(info.clone());
+                Arc::make_mut(&mut self.index).insert(node.to_string(), self.infos.len() - 1);
+                None
+            }
+        };
+        let old_images = old.map(|o| o.images.clone()).unwrap_or_default();
+        if !Arc::ptr_eq(&old_images, &info.images) && *old_images != *info.images {
+            self.count_images(&old_images, -1);
+            self.count_images(&info.images, 1);
+        }
+    }
+
+    fn count_images(&mut self, images: &HashMap<String, i64>, by: isize) {
+        if images.is_empty() {
+            return;
+        }
+        let counts = Arc::make_mut(&mut self.images);
+        for img in images.keys() {
+            let c = counts.entry(img.clone()).or_insert(0);
+            *c = c.saturating_add_signed(by);
+            if *c == 0 {
+                counts.remove(img);
             }
         }
     }
@@ -112,7 +140,8 @@ impl Cache {
     pub fn remove_node(&mut self, name: &str) {
         self.nodes.remove(name);
         if let Some(i) = self.index.get(name).copied() {
-            self.infos.remove(i);
+            let gone = Arc::make_mut(&mut self.infos).remove(i);
+            self.count_images(&gone.images.clone(), -1);
             self.reindex();
         }
     }
@@ -134,7 +163,7 @@ impl Cache {
             .is_some();
         match (replaced, self.index.get(node).copied()) {
             // a new pod on a known node: add it to the node's info without a rebuild
-            (false, Some(i)) => add_pod(Arc::make_mut(&mut self.infos[i]), pod),
+            (false, Some(i)) => add_pod(Arc::make_mut(&mut Arc::make_mut(&mut self.infos)[i]), pod),
             _ => self.rebuild(node),
         }
     }
@@ -176,6 +205,7 @@ impl Cache {
         Snapshot {
             nodes: self.infos.clone(),
             by_name: self.index.clone(),
+            images: self.images.clone(),
         }
     }
 }

@@ -1,5 +1,5 @@
 //! `--config`: a KubeSchedulerConfiguration (kubescheduler.config.k8s.io/v1),
-//! the parts this scheduler honours: percentageOfNodesToScore, the first
+//! the parts this scheduler honours: percentageOfNodesToScore, parallelism, the first
 //! profile's schedulerName, score plugins disabled or re-weighted, and the
 //! NodeResourcesFit scoring strategy.
 
@@ -26,10 +26,22 @@ impl Default for ProfileConfig {
     }
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct SchedulerConfig {
     pub percentage_of_nodes_to_score: u32,
+    /// threads filtering nodes in parallel (upstream's default is 16)
+    pub parallelism: usize,
     pub profile: ProfileConfig,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            percentage_of_nodes_to_score: 0,
+            parallelism: 16,
+            profile: ProfileConfig::default(),
+        }
+    }
 }
 
 pub fn parse(text: &str) -> Result<SchedulerConfig, String> {
@@ -44,6 +56,16 @@ pub fn parse(text: &str) -> Result<SchedulerConfig, String> {
             as u32,
         ..Default::default()
     };
+    if let Some(p) = v.get("parallelism").filter(|p| !p.is_null()) {
+        match p.as_u64() {
+            Some(n) if n > 0 => cfg.parallelism = n as usize,
+            _ => {
+                return Err(format!(
+                    "parallelism: Invalid value: {p}: should be an integer value greater than zero"
+                ))
+            }
+        }
+    }
     let profiles = v["profiles"].as_array().cloned().unwrap_or_default();
     if profiles.len() > 1 {
         return Err("only one profile is supported".into());

@@ -95,6 +95,8 @@ pub struct NodeInfo {
     pub allocatable: Resources,
     /// host ports in use: (protocol, hostIP, port)
     pub used_ports: HashSet<(String, String, i32)>,
+    /// the node's images (normalised names) and their sizes, from its status
+    pub images: Arc<HashMap<String, i64>>,
 }
 
 impl NodeInfo {
@@ -108,15 +110,39 @@ impl NodeInfo {
     }
 }
 
-/// Everything one cycle sees: node infos in a stable order, fixed for the cycle.
+/// Everything one cycle sees: node infos in a stable order, fixed for the
+/// cycle. Taking one costs a few pointer copies: the cache changes its copy
+/// only once no snapshot holds it.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
-    pub nodes: Vec<Arc<NodeInfo>>,
+    pub nodes: Arc<Vec<Arc<NodeInfo>>>,
     /// node name -> index in `nodes`; shared between snapshots until the node set changes
     pub by_name: Arc<HashMap<String, usize>>,
+    /// image -> how many nodes hold it (ImageLocality's spread)
+    pub images: Arc<HashMap<String, usize>>,
 }
 
 impl Snapshot {
+    /// A snapshot of these nodes, with its indexes computed.
+    pub fn from_nodes(nodes: Vec<Arc<NodeInfo>>) -> Snapshot {
+        let by_name = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.name().to_string(), i))
+            .collect();
+        let mut images = HashMap::new();
+        for n in &nodes {
+            for img in n.images.keys() {
+                *images.entry(img.clone()).or_insert(0) += 1;
+            }
+        }
+        Snapshot {
+            nodes: Arc::new(nodes),
+            by_name: Arc::new(by_name),
+            images: Arc::new(images),
+        }
+    }
+
     pub fn get(&self, name: &str) -> Option<&Arc<NodeInfo>> {
         self.by_name.get(name).and_then(|&i| self.nodes.get(i))
     }

@@ -6,6 +6,10 @@ use std::path::PathBuf;
 use clap::Parser;
 use common::leaderelection::{LeaderElectionFlags, LeaderElector, Outcome};
 
+// informer caches and scheduling cycles allocate many small objects
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(name = "kube-scheduler", about = "Assigns pending pods to nodes")]
 struct Flags {
@@ -40,7 +44,8 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = common::shutdown_on_signals();
     let registry = prometheus::Registry::new();
     let health = common::server::Health::new();
-    let profile = scheduler::plugins::profile(&cfg.profile, cfg.percentage_of_nodes_to_score);
+    let mut profile = scheduler::plugins::profile(&cfg.profile, cfg.percentage_of_nodes_to_score);
+    profile.pool = scheduler::scheduler::filter_pool(cfg.parallelism);
     let sched = scheduler::scheduler::Scheduler::new(client.clone(), profile, &registry);
     let informers = common::informers::Informers::new(client.clone(), None, shutdown.clone());
     // ready once the pod and node caches have synced, as upstream's informer-sync check

@@ -9,8 +9,8 @@ use k8s_openapi::api::core::v1::{
 };
 
 use crate::framework::{
-    default_normalize, CycleState, Filter, NodeInfo, Plugin, PreFilter, Score, Snapshot, Status,
-    MAX_NODE_SCORE,
+    default_normalize, CycleState, Filter, NodeInfo, Plugin, PreFilter, Resources, Score, Snapshot,
+    Status, MAX_NODE_SCORE,
 };
 use crate::resources::pod_requests;
 
@@ -75,6 +75,11 @@ impl Plugin for NodeResourcesFit {
     }
 }
 const FIT_KEY: &str = "PreFilterNodeResourcesFit";
+
+/// The pod's requests as NodeResourcesFit's PreFilter computed them: (effective, non-zero).
+pub fn fit_requests(state: &CycleState) -> Option<&(Resources, Resources)> {
+    state.read::<(Resources, Resources)>(FIT_KEY)
+}
 impl PreFilter for NodeResourcesFit {
     fn pre_filter(&self, state: &mut CycleState, pod: &Pod, _: &Snapshot) -> Status {
         state.write(FIT_KEY, (pod_requests(pod, false), pod_requests(pod, true)));
@@ -84,9 +89,7 @@ impl PreFilter for NodeResourcesFit {
 impl Filter for NodeResourcesFit {
     fn filter(&self, state: &CycleState, pod: &Pod, node: &NodeInfo) -> Status {
         let computed;
-        let req = match state
-            .read::<(crate::framework::Resources, crate::framework::Resources)>(FIT_KEY)
-        {
+        let req = match fit_requests(state) {
             Some((r, _)) => r,
             None => {
                 computed = pod_requests(pod, false);
@@ -131,11 +134,13 @@ impl Filter for NodeResourcesFit {
 }
 impl Score for NodeResourcesFit {
     fn score(&self, state: &CycleState, pod: &Pod, node: &NodeInfo) -> Result<i64, Status> {
-        let nz = match state
-            .read::<(crate::framework::Resources, crate::framework::Resources)>(FIT_KEY)
-        {
-            Some((_, nz)) => nz.clone(),
-            None => pod_requests(pod, true),
+        let computed;
+        let nz = match fit_requests(state) {
+            Some((_, nz)) => nz,
+            None => {
+                computed = pod_requests(pod, true);
+                &computed
+            }
         };
         let part = |requested: i64, capacity: i64| -> i64 {
             if capacity <= 0 || requested > capacity {

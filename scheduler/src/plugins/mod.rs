@@ -25,6 +25,7 @@ pub fn profile(cfg: &ProfileConfig, percentage: u32) -> Profile {
         pre_scores: Vec::new(),
         scores: Vec::new(),
         percentage_of_nodes_to_score: percentage,
+        pool: None,
     };
     // filters in upstream's order; NodeName, NodeUnschedulable and fit are never off
     p.filters.push(Arc::new(NodeUnschedulable));

@@ -20,8 +20,15 @@ impl Plugin for BalancedAllocation {
     }
 }
 impl Score for BalancedAllocation {
-    fn score(&self, _: &CycleState, pod: &Pod, node: &NodeInfo) -> Result<i64, Status> {
-        let req = pod_requests(pod, true);
+    fn score(&self, state: &CycleState, pod: &Pod, node: &NodeInfo) -> Result<i64, Status> {
+        let computed;
+        let req = match crate::plugins::core::fit_requests(state) {
+            Some((_, nz)) => nz,
+            None => {
+                computed = pod_requests(pod, true);
+                &computed
+            }
+        };
         let frac = |used: i64, cap: i64| {
             if cap <= 0 {
                 1.0
@@ -73,10 +80,10 @@ pub fn normalize_image(name: &str) -> String {
     }
 }
 
-fn node_images(node: &NodeInfo) -> HashMap<String, i64> {
+/// A node's images by normalised name, with their sizes (kept on its NodeInfo).
+pub fn node_images(node: &k8s_openapi::api::core::v1::Node) -> HashMap<String, i64> {
     let mut out = HashMap::new();
     for img in node
-        .node
         .status
         .as_ref()
         .and_then(|s| s.images.as_deref())
@@ -113,16 +120,13 @@ impl PreScore for ImageLocality {
         _: &[Arc<NodeInfo>],
         snap: &Snapshot,
     ) -> Status {
-        let wanted = pod_images(pod);
-        let mut counts: HashMap<String, usize> = wanted.iter().map(|i| (i.clone(), 0)).collect();
-        for n in &snap.nodes {
-            let have = node_images(n);
-            for (img, c) in counts.iter_mut() {
-                if have.contains_key(img) {
-                    *c += 1;
-                }
-            }
-        }
+        let counts: HashMap<String, usize> = pod_images(pod)
+            .into_iter()
+            .map(|i| {
+                let n = snap.images.get(&i).copied().unwrap_or(0);
+                (i, n)
+            })
+            .collect();
         state.write(SPREAD_KEY, (counts, snap.nodes.len().max(1)));
         Status::success()
     }
@@ -133,12 +137,15 @@ impl Score for ImageLocality {
         else {
             return Ok(0);
         };
-        let have = node_images(node);
+        if node.images.is_empty() {
+            return Ok(0);
+        }
         let images = pod_images(pod);
         let sum: i64 = images
             .iter()
             .filter_map(|i| {
-                have.get(i)
+                node.images
+                    .get(i)
                     .map(|size| (size, counts.get(i).copied().unwrap_or(0)))
             })
             .map(|(size, n)| (*size as f64 * n as f64 / *total as f64) as i64)
@@ -207,10 +214,7 @@ mod tests {
             json!({"metadata": {"name": "with"}, "status": {"images": [{"names": ["docker.io/library/big:1"], "sizeBytes": 600 * MB}]}}),
         );
         let without = node(json!({"metadata": {"name": "without"}}));
-        let snap = Snapshot {
-            nodes: vec![with.clone(), without.clone()],
-            by_name: Arc::new(HashMap::new()),
-        };
+        let snap = Snapshot::from_nodes(vec![with.clone(), without.clone()]);
         let p: Pod = serde_json::from_value(
             json!({"spec": {"containers": [{"name": "c", "image": "big:1"}]}}),
         )
