@@ -1,0 +1,3 @@
+//! ironkube kube-proxy: the nftables proxy mode, as pure rule computation.
+
+pub mod rules;
