@@ -1,3 +1,7 @@
-//! ironkube kube-proxy: the nftables proxy mode, as pure rule computation.
+//! kube-proxy in nftables mode: `rules` computes the desired tables as pure
+//! data, `proxier` keeps the kernel in step with the cluster, `config` reads
+//! upstream's flags and KubeProxyConfiguration.
 
+pub mod config;
+pub mod proxier;
 pub mod rules;

@@ -1,0 +1,410 @@
+//! The sync loop: informers on Services, EndpointSlices and Nodes wake it;
+//! changes within `--min-sync-period` are batched into one nft transaction;
+//! the first sync, every `--sync-period` and any failure rewrite the whole
+//! table (repairing drift, such as someone deleting it), other syncs apply
+//! only the diff against what was last applied.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::net::IpAddr;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::informers::Informers;
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, Opts, Registry};
+use tokio::sync::watch;
+
+use crate::config::Settings;
+use crate::rules::{self, Family, Ruleset};
+
+/// Run `nft -f -` with `script` on stdin; the error carries nft's message.
+pub fn nft(script: &str) -> Result<(), String> {
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("running nft: {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(script.as_bytes())
+            .map_err(|e| format!("writing to nft: {e}"))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("waiting for nft: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "nft failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Remove our tables in both families (`--cleanup`, and on request in tests).
+pub fn cleanup() -> Result<(), String> {
+    for family in [Family::Ipv4, Family::Ipv6] {
+        let t = format!("{} {}", family.nft(), rules::TABLE);
+        // add first so the delete cannot fail on a missing table
+        nft(&format!("add table {t}\ndelete table {t}\n"))?;
+    }
+    Ok(())
+}
+
+/// Forget conntrack entries of UDP flows to endpoints that went away, so
+/// clients are re-balanced instead of blackholed (as upstream).
+fn flush_conntrack(stale: &[(IpAddr, u16)]) {
+    for (ip, port) in stale {
+        let out = Command::new("conntrack")
+            .args(["-D", "-p", "udp", "--reply-src"])
+            .arg(ip.to_string())
+            .args(["--reply-port-src", &port.to_string()])
+            .output();
+        match out {
+            // exit 1 with "0 flow entries": nothing to forget
+            Ok(_) => tracing::debug!(%ip, port, "flushed UDP conntrack entries"),
+            Err(e) => tracing::warn!(%ip, port, error = %e, "running conntrack"),
+        }
+    }
+}
+
+pub struct Metrics {
+    pub duration: Histogram,
+    pub last_timestamp: IntGauge,
+    pub failures: IntCounter,
+}
+
+impl Metrics {
+    fn new(registry: &Registry) -> Metrics {
+        let duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "kubeproxy_sync_proxy_rules_duration_seconds",
+                "SyncProxyRules latency in seconds",
+            )
+            .buckets(prometheus::exponential_buckets(0.001, 2.0, 15).unwrap_or_default()),
+        )
+        .expect("static metric");
+        let last_timestamp = IntGauge::with_opts(Opts::new(
+            "kubeproxy_sync_proxy_rules_last_timestamp_seconds",
+            "The last time proxy rules were successfully synced",
+        ))
+        .expect("static metric");
+        let failures = IntCounter::with_opts(Opts::new(
+            "kubeproxy_sync_proxy_rules_nftables_sync_failures_total",
+            "Cumulative proxy nftables sync failures",
+        ))
+        .expect("static metric");
+        for c in [
+            Box::new(duration.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(last_timestamp.clone()),
+            Box::new(failures.clone()),
+        ] {
+            let _ = registry.register(c);
+        }
+        Metrics {
+            duration,
+            last_timestamp,
+            failures,
+        }
+    }
+}
+
+pub struct Proxier {
+    settings: Settings,
+    pub metrics: Metrics,
+    /// what the kernel holds, per family, as of the last successful sync
+    applied: Mutex<Vec<Ruleset>>,
+    /// when the last sync succeeded (unix seconds; 0 = never)
+    last_ok: AtomicI64,
+    /// a change arrived that no sync has applied yet
+    pending: AtomicBool,
+}
+
+fn in_cidr(ip: &IpAddr, cidr: &str) -> bool {
+    let Some((net, bits)) = cidr.split_once('/') else {
+        return cidr.parse::<IpAddr>().is_ok_and(|a| a == *ip);
+    };
+    let (Ok(net), Ok(bits)) = (net.parse::<IpAddr>(), bits.parse::<u32>()) else {
+        return false;
+    };
+    match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) if bits <= 32 => {
+            let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
+            u32::from(*a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) if bits <= 128 => {
+            let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+            u128::from(*a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
+}
+
+/// This machine's addresses (`ip -j addr`), for `--nodeport-addresses` CIDRs.
+fn local_addresses() -> Vec<IpAddr> {
+    let Ok(out) = Command::new("ip").args(["-j", "addr", "show"]).output() else {
+        return Vec::new();
+    };
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|link| link["addr_info"].as_array().cloned().unwrap_or_default())
+        .filter_map(|a| a["local"].as_str().and_then(|s| s.parse().ok()))
+        .collect()
+}
+
+impl Proxier {
+    pub fn new(settings: Settings, registry: &Registry) -> Arc<Proxier> {
+        Arc::new(Proxier {
+            settings,
+            metrics: Metrics::new(registry),
+            applied: Mutex::new(Vec::new()),
+            last_ok: AtomicI64::new(0),
+            pending: AtomicBool::new(true),
+        })
+    }
+
+    /// Healthy as upstream's /healthz: nothing waits to be applied, or the
+    /// last success is recent (within two sync periods).
+    pub fn healthy(&self) -> bool {
+        let last = self.last_ok.load(Ordering::Relaxed);
+        if last == 0 {
+            return false;
+        }
+        let age = chrono::Utc::now().timestamp() - last;
+        !self.pending.load(Ordering::Relaxed)
+            || age <= 2 * self.settings.sync_period.as_secs() as i64
+    }
+
+    /// The per-family configs for this node: families from the node's
+    /// addresses (IPv4 always), NodePort addresses as configured.
+    fn configs(&self, node: Option<&Node>) -> Vec<rules::Config> {
+        let node_ips: Vec<IpAddr> = node
+            .and_then(|n| n.status.as_ref())
+            .and_then(|s| s.addresses.as_ref())
+            .into_iter()
+            .flatten()
+            .filter(|a| a.type_ == "InternalIP")
+            .filter_map(|a| a.address.parse().ok())
+            .collect();
+        let np = &self.settings.nodeport_addresses;
+        let nodeport_ips: Vec<IpAddr> = if np.is_empty() || np.iter().any(|c| c == "primary") {
+            node_ips.clone()
+        } else {
+            local_addresses()
+                .into_iter()
+                .filter(|ip| np.iter().any(|c| in_cidr(ip, c)))
+                .collect()
+        };
+        let mut families = vec![Family::Ipv4];
+        if node_ips.iter().any(IpAddr::is_ipv6) {
+            families.push(Family::Ipv6);
+        }
+        families
+            .into_iter()
+            .map(|family| {
+                let want_v6 = family == Family::Ipv6;
+                rules::Config {
+                    family,
+                    node_name: self.settings.hostname.clone(),
+                    node_ips: nodeport_ips
+                        .iter()
+                        .filter(|ip| ip.is_ipv6() == want_v6)
+                        .copied()
+                        .collect(),
+                    cluster_cidr: self
+                        .settings
+                        .cluster_cidrs
+                        .iter()
+                        .find(|c| c.contains(':') == want_v6)
+                        .cloned(),
+                    masquerade_all: self.settings.masquerade_all,
+                }
+            })
+            .collect()
+    }
+
+    /// Compute the desired tables and apply them: the diff against what was
+    /// applied, or everything when `full` (or nothing was applied yet).
+    pub fn sync(
+        &self,
+        services: &[Service],
+        slices: &[EndpointSlice],
+        node: Option<&Node>,
+        full: bool,
+    ) -> Result<(), String> {
+        let start = Instant::now();
+        self.pending.store(false, Ordering::Relaxed);
+        let desired: Vec<Ruleset> = self
+            .configs(node)
+            .iter()
+            .map(|c| rules::desired(c, services, slices))
+            .collect();
+        let mut applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
+        let same_families = applied.len() == desired.len()
+            && applied
+                .iter()
+                .zip(&desired)
+                .all(|(a, d)| a.family == d.family);
+        let mut script = String::new();
+        let mut stale = Vec::new();
+        for (i, d) in desired.iter().enumerate() {
+            match applied.get(i).filter(|_| same_families && !full) {
+                Some(old) => script.push_str(&Ruleset::render_diff(old, d)),
+                None => script.push_str(&d.render_full()),
+            }
+            if let Some(old) = applied.get(i).filter(|_| same_families) {
+                stale.extend(rules::stale_udp_endpoints(old, d));
+            }
+        }
+        if !same_families {
+            // a family we no longer serve leaves with its table
+            let keep: BTreeSet<Family> = desired.iter().map(|d| d.family).collect();
+            for old in applied.iter().filter(|a| !keep.contains(&a.family)) {
+                let t = format!("{} {}", old.family.nft(), rules::TABLE);
+                script.push_str(&format!("add table {t}\ndelete table {t}\n"));
+            }
+        }
+        let result = if script.is_empty() {
+            Ok(())
+        } else {
+            nft(&script)
+        };
+        match &result {
+            Ok(()) => {
+                *applied = desired;
+                self.last_ok
+                    .store(chrono::Utc::now().timestamp(), Ordering::Relaxed);
+                self.metrics
+                    .last_timestamp
+                    .set(chrono::Utc::now().timestamp());
+                flush_conntrack(&stale);
+            }
+            Err(_) => {
+                // the kernel's state is unknown: the next sync rewrites it all
+                applied.clear();
+                self.pending.store(true, Ordering::Relaxed);
+                self.metrics.failures.inc();
+            }
+        }
+        self.metrics.duration.observe(start.elapsed().as_secs_f64());
+        tracing::debug!(full, bytes = script.len(), took = ?start.elapsed(), ok = result.is_ok(), "synced proxy rules");
+        result
+    }
+}
+
+/// Keep the tables in step with the cluster until `stop`.
+pub async fn run(
+    proxier: Arc<Proxier>,
+    informers: Arc<Informers>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let services = informers.get::<Service>();
+    let slices = informers.get::<EndpointSlice>();
+    let nodes = informers.get::<Node>();
+    let (mut svc_changes, mut slice_changes, mut node_changes) =
+        (services.subscribe(), slices.subscribe(), nodes.subscribe());
+    services.wait_synced().await;
+    slices.wait_synced().await;
+    nodes.wait_synced().await;
+    let period = proxier.settings.sync_period;
+    let min = proxier.settings.min_sync_period;
+    let me = proxier.settings.hostname.clone();
+    let mut last_sync: Option<Instant> = None;
+    let mut last_full: Option<Instant> = None;
+    let mut dirty = true;
+    loop {
+        let full = last_full.is_none_or(|t| t.elapsed() >= period);
+        if dirty || full {
+            // batch what arrives within min-sync-period of the last sync
+            if let Some(wait) = last_sync.map(|t| min.saturating_sub(t.elapsed())) {
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = common::stopped(&mut stop) => return,
+                }
+            }
+            let svcs: Vec<Service> = services
+                .store()
+                .state()
+                .iter()
+                .map(|s| (**s).clone())
+                .collect();
+            let eps: Vec<EndpointSlice> = slices
+                .store()
+                .state()
+                .iter()
+                .map(|s| (**s).clone())
+                .collect();
+            let node = nodes
+                .store()
+                .state()
+                .into_iter()
+                .find(|n| n.metadata.name.as_deref() == Some(me.as_str()));
+            let p = proxier.clone();
+            let full_now = full;
+            let result =
+                tokio::task::spawn_blocking(move || p.sync(&svcs, &eps, node.as_deref(), full_now))
+                    .await
+                    .unwrap_or_else(|e| Err(format!("sync task: {e}")));
+            last_sync = Some(Instant::now());
+            match result {
+                Ok(()) => {
+                    dirty = false;
+                    if full {
+                        last_full = Some(Instant::now());
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "syncing proxy rules; retrying in full");
+                    last_full = None;
+                }
+            }
+            continue;
+        }
+        let next_full = last_full.map_or(Duration::ZERO, |t| period.saturating_sub(t.elapsed()));
+        tokio::select! {
+            // a lagging receiver missed changes: that, too, calls for a sync
+            _ = svc_changes.recv() => dirty = true,
+            _ = slice_changes.recv() => dirty = true,
+            c = node_changes.recv() => {
+                dirty |= match &c {
+                    Ok(common::informers::Change::Applied(n) | common::informers::Change::Deleted(n)) => {
+                        n.metadata.name.as_deref() == Some(me.as_str())
+                    }
+                    Err(_) => true,
+                };
+            }
+            _ = tokio::time::sleep(next_full) => {}
+            _ = common::stopped(&mut stop) => return,
+        }
+        if dirty {
+            proxier.pending.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidr_membership() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        assert!(in_cidr(&ip("10.1.2.3"), "10.0.0.0/8"));
+        assert!(!in_cidr(&ip("11.1.2.3"), "10.0.0.0/8"));
+        assert!(in_cidr(&ip("10.1.2.3"), "0.0.0.0/0"));
+        assert!(in_cidr(&ip("fd00::5"), "fd00::/64"));
+        assert!(!in_cidr(&ip("fd00::5"), "10.0.0.0/8"));
+        assert!(in_cidr(&ip("10.1.2.3"), "10.1.2.3"));
+        assert!(!in_cidr(&ip("10.1.2.3"), "10.0.0.0/99"));
+    }
+}
