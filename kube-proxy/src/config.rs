@@ -146,7 +146,7 @@ pub fn settings(flags: &Flags, file: Option<&str>) -> Result<Settings, String> {
         Some(v) => v.clone(),
         None => f["nodePortAddresses"]
             .as_array()
-            .map(|a| a.iter().filter_map(|v| s(v)).collect())
+            .map(|a| a.iter().filter_map(s).collect())
             .unwrap_or_default(),
     };
     let file_masq = f["nftables"]["masqueradeAll"]
