@@ -16,6 +16,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// kube-proxy's full sync of SERVICES Services x ENDPOINTS endpoints into
+    /// this network namespace's nftables, against `nft -f` of the same
+    /// ruleset text, then the time to apply one endpoint change. Run it in a
+    /// throwaway netns: it replaces the `kube-proxy` table there.
+    ProxySync {
+        #[arg(long, default_value_t = 10_000)]
+        services: usize,
+        #[arg(long, default_value_t = 3)]
+        endpoints: usize,
+        /// one-endpoint changes to time (the median is reported)
+        #[arg(long, default_value_t = 9)]
+        changes: usize,
+    },
     /// Raw etcd puts of a ~1 KiB ConfigMap-shaped value under PREFIX.
     EtcdPut {
         #[arg(long)]
@@ -370,6 +383,11 @@ async fn main() -> Result<()> {
             .await?;
             report("api-bind", count, secs, json!({"concurrency": concurrency}));
         }
+        Cmd::ProxySync {
+            services,
+            endpoints,
+            changes,
+        } => proxy_sync(services, endpoints, changes)?,
         Cmd::EtcdRange {
             endpoint,
             prefix,
@@ -406,5 +424,109 @@ async fn main() -> Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// Services svc-N (ClusterIP 10.96.x.y, port 80) with ENDPOINTS ready
+/// endpoints each in one EndpointSlice.
+fn proxy_world(
+    services: usize,
+    endpoints: usize,
+) -> Result<(
+    Vec<k8s_openapi::api::core::v1::Service>,
+    Vec<k8s_openapi::api::discovery::v1::EndpointSlice>,
+)> {
+    let mut svcs = Vec::with_capacity(services);
+    let mut slices = Vec::with_capacity(services);
+    for i in 0..services {
+        let ip = format!("10.96.{}.{}", i / 250, i % 250 + 1);
+        svcs.push(serde_json::from_value(json!({
+            "metadata": {"name": format!("svc-{i}"), "namespace": "default"},
+            "spec": {"clusterIP": ip, "type": "ClusterIP",
+                     "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080}]},
+        }))?);
+        let eps: Vec<_> = (0..endpoints)
+            .map(|e| {
+                let n = i * endpoints + e;
+                json!({"addresses": [format!("10.244.{}.{}", n / 250, n % 250 + 1)],
+                       "conditions": {"ready": true}, "nodeName": "bench"})
+            })
+            .collect();
+        slices.push(serde_json::from_value(json!({
+            "metadata": {"name": format!("svc-{i}-x"), "namespace": "default",
+                         "labels": {"kubernetes.io/service-name": format!("svc-{i}")}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+            "endpoints": eps,
+        }))?);
+    }
+    Ok((svcs, slices))
+}
+
+fn proxy_sync(services: usize, endpoints: usize, changes: usize) -> Result<()> {
+    use proxy::config::Settings;
+    use proxy::proxier::{nft, Proxier};
+    use std::time::Duration;
+    let (svcs, mut slices) = proxy_world(services, endpoints)?;
+    let settings = Settings {
+        kubeconfig: None,
+        hostname: "bench".into(),
+        cluster_cidrs: vec!["10.244.0.0/16".into()],
+        nodeport_addresses: Vec::new(),
+        masquerade_all: false,
+        sync_period: Duration::from_secs(30),
+        min_sync_period: Duration::from_secs(1),
+        config_sync_period: Duration::from_secs(900),
+        healthz: "127.0.0.1:10256".parse()?,
+        metrics: "127.0.0.1:10249".parse()?,
+    };
+    let p = Proxier::new(settings, &prometheus::Registry::new());
+    // the baseline: nft -f of the very text a full sync produces
+    let cfg = proxy::rules::Config {
+        family: proxy::rules::Family::Ipv4,
+        node_name: "bench".into(),
+        node_ips: Vec::new(),
+        cluster_cidr: Some("10.244.0.0/16".into()),
+        masquerade_all: false,
+    };
+    let text = proxy::rules::desired(&cfg, &svcs, &slices).render_full();
+    let file = std::env::temp_dir().join(format!("proxy-bench-{}.nft", std::process::id()));
+    std::fs::write(&file, &text)?;
+    let start = Instant::now();
+    let out = std::process::Command::new("nft")
+        .arg("-f")
+        .arg(&file)
+        .output()?;
+    let nft_secs = start.elapsed().as_secs_f64();
+    let _ = std::fs::remove_file(&file);
+    if !out.status.success() {
+        bail!("nft -f: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    // both start from a namespace without the table
+    nft("delete table ip kube-proxy\n").map_err(anyhow::Error::msg)?;
+    let start = Instant::now();
+    p.sync(&svcs, &slices, None, true)
+        .map_err(anyhow::Error::msg)?;
+    let full_secs = start.elapsed().as_secs_f64();
+    let mut times = Vec::with_capacity(changes);
+    for c in 0..changes {
+        // move one endpoint of one Service to another address
+        let i = (c * 7919) % services.max(1);
+        if let Some(ep) = slices[i].endpoints.get_mut(0) {
+            ep.addresses = vec![format!("10.245.{}.{}", c / 250, c % 250 + 1)];
+        }
+        let start = Instant::now();
+        p.sync(&svcs, &slices, None, false)
+            .map_err(anyhow::Error::msg)?;
+        times.push(start.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    let change = times.get(times.len() / 2).copied().unwrap_or(0.0);
+    println!(
+        "{}",
+        json!({"what": "proxy-sync", "services": services, "endpoints": endpoints,
+               "rules_bytes": text.len(), "full_seconds": full_secs, "nft_seconds": nft_secs,
+               "ratio": full_secs / nft_secs, "change_ms": change * 1000.0})
+    );
     Ok(())
 }
