@@ -1,0 +1,187 @@
+//! kube-controller-manager: control loops registered in one table, selected
+//! with upstream's `--controllers`, sharing one informer cache, each driven by
+//! a work queue of object keys with upstream's retry semantics.
+
+pub mod endpoints;
+pub mod endpointslice;
+pub mod serviceaccount;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::informers::Informers;
+use common::workqueue::{RateLimits, WorkQueue};
+use tokio::sync::watch;
+
+/// What every controller is given.
+#[derive(Clone)]
+pub struct Ctx {
+    pub client: kube::Client,
+    pub informers: Arc<Informers>,
+    pub settings: Arc<Settings>,
+    pub stop: watch::Receiver<bool>,
+}
+
+/// The flags controllers read.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub concurrent_endpoint_syncs: usize,
+    pub concurrent_service_endpoint_syncs: usize,
+    pub concurrent_serviceaccount_syncs: usize,
+    pub max_endpoints_per_slice: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            concurrent_endpoint_syncs: 5,
+            concurrent_service_endpoint_syncs: 5,
+            concurrent_serviceaccount_syncs: 5,
+            max_endpoints_per_slice: 100,
+        }
+    }
+}
+
+pub type Started = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// One row of the controller table.
+pub struct Entry {
+    /// upstream's name, as `--controllers` spells it
+    pub name: &'static str,
+    pub start: fn(Ctx) -> Started,
+}
+
+/// Every controller this binary has, in upstream's names.
+pub const CONTROLLERS: &[Entry] = &[
+    Entry {
+        name: "endpoint-controller",
+        start: endpoints::start,
+    },
+    Entry {
+        name: "endpointslice-controller",
+        start: endpointslice::start,
+    },
+    Entry {
+        name: "serviceaccount-controller",
+        start: serviceaccount::start,
+    },
+];
+
+/// Which controllers `--controllers` turns on: `*` for all defaults, `name`
+/// to add one, `-name` to remove one. Unknown names are an error, as upstream.
+pub fn selected(spec: &[String]) -> Result<Vec<&'static Entry>, String> {
+    let known = |n: &str| CONTROLLERS.iter().any(|e| e.name == n);
+    for s in spec {
+        let n = s.trim_start_matches('-');
+        if n != "*" && !known(n) {
+            return Err(format!(
+                "--controllers: {s:?} is not a known controller (known: {})",
+                CONTROLLERS
+                    .iter()
+                    .map(|e| e.name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    }
+    let star = spec.iter().any(|s| s == "*");
+    Ok(CONTROLLERS
+        .iter()
+        .filter(|e| {
+            if spec.iter().any(|s| s.strip_prefix('-') == Some(e.name)) {
+                return false;
+            }
+            star || spec.iter().any(|s| s == e.name)
+        })
+        .collect())
+}
+
+/// What a sync asks for next.
+pub type SyncResult = anyhow::Result<Option<Duration>>;
+
+/// Run `workers` workers over `queue` until `stop`: each takes a key, syncs
+/// it, and on error puts it back with backoff; `Ok(Some(d))` re-checks it
+/// after `d`.
+pub async fn run_workers<F, Fut>(
+    name: &'static str,
+    queue: Arc<WorkQueue<String>>,
+    workers: usize,
+    mut stop: watch::Receiver<bool>,
+    sync: F,
+) where
+    F: Fn(String) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = SyncResult> + Send,
+{
+    let mut handles = Vec::new();
+    for _ in 0..workers.max(1) {
+        let (queue, sync) = (queue.clone(), sync.clone());
+        handles.push(tokio::spawn(async move {
+            while let Some(key) = queue.get().await {
+                match sync(key.clone()).await {
+                    Ok(again) => {
+                        queue.forget(&key);
+                        if let Some(d) = again {
+                            queue.add_after(key.clone(), d);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(controller = name, %key, error = %e, "sync failed; retrying");
+                        queue.add_rate_limited(key.clone());
+                    }
+                }
+                queue.done(&key);
+            }
+        }));
+    }
+    common::stopped(&mut stop).await;
+    queue.shut_down();
+    for h in handles {
+        let _ = h.await;
+    }
+}
+
+/// A work queue with upstream's default limits.
+pub fn queue() -> Arc<WorkQueue<String>> {
+    WorkQueue::new(RateLimits::default())
+}
+
+/// "ns/name" of a namespaced object.
+pub fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
+    format!(
+        "{}/{}",
+        meta.namespace.as_deref().unwrap_or_default(),
+        meta.name.as_deref().unwrap_or_default()
+    )
+}
+
+/// ("ns", "name") from "ns/name".
+pub fn split_key(key: &str) -> (&str, &str) {
+    key.split_once('/').unwrap_or(("", key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(spec: &[&str]) -> Result<Vec<&'static str>, String> {
+        let spec: Vec<String> = spec.iter().map(|s| s.to_string()).collect();
+        selected(&spec).map(|v| v.iter().map(|e| e.name).collect())
+    }
+
+    #[test]
+    fn controllers_flag_as_upstream() {
+        assert_eq!(names(&["*"]).expect("all").len(), CONTROLLERS.len());
+        assert_eq!(
+            names(&["*", "-endpoint-controller"]).expect("minus"),
+            vec!["endpointslice-controller", "serviceaccount-controller"]
+        );
+        assert_eq!(
+            names(&["serviceaccount-controller"]).expect("one"),
+            vec!["serviceaccount-controller"]
+        );
+        let e = names(&["*", "bogus"]).expect_err("unknown");
+        assert!(e.contains("\"bogus\" is not a known controller"), "{e}");
+    }
+}

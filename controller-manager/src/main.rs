@@ -1,0 +1,113 @@
+//! kube-controller-manager: flags, logging, health and metrics, leader
+//! election, then the selected controllers over one shared informer cache.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Parser;
+use common::leaderelection::{LeaderElectionFlags, LeaderElector, Outcome};
+use controllers::{selected, Ctx, Settings};
+
+// informer caches hold many small objects
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kube-controller-manager",
+    about = "Runs the control loops that make objects come alive"
+)]
+struct Flags {
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Controllers to run: '*' for all, 'foo' to add one, '-foo' to leave one out.
+    #[arg(long, value_delimiter = ',', default_value = "*")]
+    controllers: Vec<String>,
+    #[arg(long, default_value_t = 5)]
+    concurrent_endpoint_syncs: usize,
+    #[arg(long, default_value_t = 5)]
+    concurrent_service_endpoint_syncs: usize,
+    #[arg(long, default_value_t = 5)]
+    concurrent_serviceaccount_syncs: usize,
+    /// The most endpoints one EndpointSlice holds.
+    #[arg(long, default_value_t = 100)]
+    max_endpoints_per_slice: usize,
+    /// Address of the health and metrics server.
+    #[arg(long, default_value = "0.0.0.0")]
+    bind_address: IpAddr,
+    /// Port of the health and metrics server (plain HTTP until the TLS issue lands).
+    #[arg(long, default_value_t = 10257)]
+    secure_port: u16,
+    #[command(flatten)]
+    leader: LeaderElectionFlags,
+    #[arg(short = 'v', long = "v", default_value_t = 2)]
+    verbosity: u8,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let flags = Flags::parse();
+    common::init_logging(flags.verbosity);
+    let chosen = selected(&flags.controllers).map_err(anyhow::Error::msg)?;
+    if !(1..=1000).contains(&flags.max_endpoints_per_slice) {
+        anyhow::bail!("--max-endpoints-per-slice must be between 1 and 1000");
+    }
+    let settings = Arc::new(Settings {
+        concurrent_endpoint_syncs: flags.concurrent_endpoint_syncs,
+        concurrent_service_endpoint_syncs: flags.concurrent_service_endpoint_syncs,
+        concurrent_serviceaccount_syncs: flags.concurrent_serviceaccount_syncs,
+        max_endpoints_per_slice: flags.max_endpoints_per_slice,
+    });
+    let client = common::client(
+        flags.kubeconfig.as_deref(),
+        "kube-controller-manager/v1.33.0",
+    )
+    .await?;
+    let shutdown = common::shutdown_on_signals();
+    let registry = prometheus::Registry::new();
+    let health = common::server::Health::new();
+    common::server::serve(
+        SocketAddr::new(flags.bind_address, flags.secure_port),
+        health,
+        registry,
+        shutdown.clone(),
+    )
+    .await?;
+    let work = move |stop: tokio::sync::watch::Receiver<bool>| async move {
+        let informers = common::informers::Informers::new(client.clone(), None, stop.clone());
+        let ctx = Ctx {
+            client,
+            informers,
+            settings,
+            stop,
+        };
+        let mut running = Vec::new();
+        for e in chosen {
+            tracing::info!(controller = e.name, "starting");
+            running.push(tokio::spawn((e.start)(ctx.clone())));
+        }
+        for r in running {
+            let _ = r.await;
+        }
+    };
+    if !flags.leader.leader_elect {
+        work(shutdown).await;
+        return Ok(());
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let identity = format!("{}_{}", host.trim(), std::process::id());
+    let el_client = common::client(
+        flags.kubeconfig.as_deref(),
+        "kube-controller-manager/leader-election",
+    )
+    .await?;
+    let el = LeaderElector::new(
+        el_client,
+        flags.leader.config("kube-controller-manager", &identity)?,
+    );
+    if el.run(shutdown, work).await == Outcome::Lost {
+        anyhow::bail!("leader election lost");
+    }
+    Ok(())
+}

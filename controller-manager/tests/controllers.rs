@@ -1,0 +1,255 @@
+//! The kube-controller-manager binary against a real apiserver and etcd:
+//! pods are created and their status written by hand (no kubelet), and the
+//! controllers' objects are read back with kube-rs and the real kubectl.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use apiserver::testing::TestServer;
+use k8s_openapi::api::core::v1::{Endpoints, Namespace, Pod, Service, ServiceAccount};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+/// The binary, killed on drop.
+struct Kcm(Child);
+
+impl Kcm {
+    fn start(ts: &TestServer, extra: &[&str]) -> Kcm {
+        let child = Command::new(env!("CARGO_BIN_EXE_kube-controller-manager"))
+            .arg(format!("--kubeconfig={}", ts.kubeconfig.display()))
+            .args(["--bind-address=127.0.0.1", "--secure-port=0"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start kube-controller-manager");
+        Kcm(child)
+    }
+}
+
+impl Drop for Kcm {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn running_pod(pods: &Api<Pod>, name: &str, ip: &str, ready: bool) {
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {"app": "web"}},
+        "spec": {"nodeName": "node-1", "containers": [{"name": "c", "image": "busybox",
+                 "ports": [{"name": "http", "containerPort": 8080}]}]},
+    }))
+    .expect("pod");
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .expect("create pod");
+    set_ready(pods, name, ip, ready).await;
+}
+
+async fn set_ready(pods: &Api<Pod>, name: &str, ip: &str, ready: bool) {
+    let status = json!({"status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}],
+        "conditions": [{"type": "Ready", "status": if ready {"True"} else {"False"}}]}});
+    pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("pod status");
+}
+
+/// (ready, not ready) endpoint addresses of the Service's slices.
+async fn slice_view(slices: &Api<EndpointSlice>, svc: &str) -> (Vec<String>, Vec<String>) {
+    let list = slices
+        .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={svc}")))
+        .await
+        .expect("list slices");
+    let (mut ready, mut not_ready) = (Vec::new(), Vec::new());
+    for s in list.items {
+        for e in s.endpoints {
+            let r = e.conditions.and_then(|c| c.ready).unwrap_or(false);
+            for a in e.addresses {
+                if r {
+                    ready.push(a);
+                } else {
+                    not_ready.push(a);
+                }
+            }
+        }
+    }
+    ready.sort();
+    not_ready.sort();
+    (ready, not_ready)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_slices_and_service_accounts() {
+    let ts = TestServer::start();
+    let client = ts.client().await;
+    let _kcm = Kcm::start(&ts, &["--leader-elect=false"]);
+
+    // serviceaccount-controller: a default ServiceAccount in every namespace
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "shop"}})).expect("ns");
+    namespaces
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("ns");
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), "shop");
+    eventually("the default ServiceAccount", || async {
+        sas.get_opt("default").await.ok().flatten()
+    })
+    .await;
+    sas.delete("default", &DeleteParams::default())
+        .await
+        .expect("delete sa");
+    eventually("the default ServiceAccount to come back", || async {
+        sas.get_opt("default").await.ok().flatten()
+    })
+    .await;
+
+    // endpointslice and endpoint controllers
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "shop");
+    running_pod(&pods, "web-a", "10.244.1.2", true).await;
+    running_pod(&pods, "web-b", "10.244.1.3", false).await;
+    let services: Api<Service> = Api::namespaced(client.clone(), "shop");
+    let svc: Service = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]},
+    }))
+    .expect("svc");
+    services
+        .create(&PostParams::default(), &svc)
+        .await
+        .expect("svc");
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "shop");
+    eventually(
+        "a slice with one ready and one unready endpoint",
+        || async {
+            let v = slice_view(&slices, "web").await;
+            (v == (
+                vec!["10.244.1.2".to_string()],
+                vec!["10.244.1.3".to_string()],
+            ))
+                .then_some(())
+        },
+    )
+    .await;
+    let list = slices.list(&ListParams::default()).await.expect("list");
+    let slice = &list.items[0];
+    assert_eq!(slice.address_type, "IPv4");
+    let ports = slice.ports.clone().unwrap_or_default();
+    assert_eq!(
+        ports[0].port,
+        Some(8080),
+        "the named targetPort resolves to the container port"
+    );
+    assert_eq!(ports[0].name.as_deref(), Some("http"));
+    let labels = slice.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(
+        labels
+            .get("endpointslice.kubernetes.io/managed-by")
+            .map(String::as_str),
+        Some("endpointslice-controller.k8s.io")
+    );
+    let owner = &slice.metadata.owner_references.clone().unwrap_or_default()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str(), owner.controller),
+        ("Service", "web", Some(true))
+    );
+    assert_eq!(slice.endpoints[0].node_name.as_deref(), Some("node-1"));
+
+    let endpoints: Api<Endpoints> = Api::namespaced(client.clone(), "shop");
+    eventually("Endpoints in step", || async {
+        let e = endpoints.get_opt("web").await.ok().flatten()?;
+        let s = e.subsets.unwrap_or_default();
+        let ready: Vec<String> = s
+            .iter()
+            .flat_map(|s| s.addresses.iter().flatten())
+            .map(|a| a.ip.clone())
+            .collect();
+        let not: Vec<String> = s
+            .iter()
+            .flat_map(|s| s.not_ready_addresses.iter().flatten())
+            .map(|a| a.ip.clone())
+            .collect();
+        (ready == ["10.244.1.2"] && not == ["10.244.1.3"]).then_some(())
+    })
+    .await;
+
+    // readiness changes and a pod deletion follow
+    set_ready(&pods, "web-b", "10.244.1.3", true).await;
+    pods.delete("web-a", &DeleteParams::default().grace_period(0))
+        .await
+        .expect("delete pod");
+    eventually("web-b ready, web-a gone", || async {
+        let v = slice_view(&slices, "web").await;
+        (v == (vec!["10.244.1.3".to_string()], vec![])).then_some(())
+    })
+    .await;
+
+    // kubectl reads them as on any cluster
+    let out = ts.kubectl_ok(&["get", "endpointslices", "-n", "shop"]);
+    assert!(
+        out.contains("IPv4") && out.contains("8080") && out.contains("10.244.1.3"),
+        "{out}"
+    );
+    let out = ts.kubectl_ok(&["get", "endpoints", "web", "-n", "shop"]);
+    assert!(out.contains("10.244.1.3:8080"), "{out}");
+
+    // in a steady state nothing is rewritten
+    let rvs = || async {
+        let s = slices.list(&ListParams::default()).await.expect("list");
+        let e = endpoints.get("web").await.expect("endpoints");
+        (
+            s.items
+                .iter()
+                .map(|i| i.metadata.resource_version.clone())
+                .collect::<Vec<_>>(),
+            e.metadata.resource_version,
+        )
+    };
+    let before = rvs().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        before,
+        rvs().await,
+        "controllers kept rewriting unchanged objects"
+    );
+
+    // the Service goes: so do its slices and Endpoints
+    services
+        .delete("web", &DeleteParams::default())
+        .await
+        .expect("delete svc");
+    eventually("slices and Endpoints removed", || async {
+        let s = slices.list(&ListParams::default()).await.ok()?;
+        let e = endpoints.get_opt("web").await.ok()?;
+        (s.items.is_empty() && e.is_none()).then_some(())
+    })
+    .await;
+}
+
+#[test]
+fn unknown_controllers_are_refused() {
+    let out = Command::new(env!("CARGO_BIN_EXE_kube-controller-manager"))
+        .args(["--controllers=*,bogus"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("\"bogus\" is not a known controller"), "{err}");
+}
