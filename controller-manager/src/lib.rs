@@ -4,6 +4,7 @@
 
 pub mod endpoints;
 pub mod endpointslice;
+pub mod replicaset;
 pub mod serviceaccount;
 
 use std::future::Future;
@@ -30,6 +31,7 @@ pub struct Settings {
     pub concurrent_endpoint_syncs: usize,
     pub concurrent_service_endpoint_syncs: usize,
     pub concurrent_serviceaccount_syncs: usize,
+    pub concurrent_replicaset_syncs: usize,
     pub max_endpoints_per_slice: usize,
 }
 
@@ -39,6 +41,7 @@ impl Default for Settings {
             concurrent_endpoint_syncs: 5,
             concurrent_service_endpoint_syncs: 5,
             concurrent_serviceaccount_syncs: 5,
+            concurrent_replicaset_syncs: 5,
             max_endpoints_per_slice: 100,
         }
     }
@@ -62,6 +65,10 @@ pub const CONTROLLERS: &[Entry] = &[
     Entry {
         name: "endpointslice-controller",
         start: endpointslice::start,
+    },
+    Entry {
+        name: "replicaset-controller",
+        start: replicaset::start,
     },
     Entry {
         name: "serviceaccount-controller",
@@ -175,7 +182,11 @@ mod tests {
         assert_eq!(names(&["*"]).expect("all").len(), CONTROLLERS.len());
         assert_eq!(
             names(&["*", "-endpoint-controller"]).expect("minus"),
-            vec!["endpointslice-controller", "serviceaccount-controller"]
+            vec![
+                "endpointslice-controller",
+                "replicaset-controller",
+                "serviceaccount-controller"
+            ]
         );
         assert_eq!(
             names(&["serviceaccount-controller"]).expect("one"),

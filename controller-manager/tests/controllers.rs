@@ -253,3 +253,135 @@ fn unknown_controllers_are_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("\"bogus\" is not a known controller"), "{err}");
 }
+
+/// (name, controller uid) of the active pods labelled app=rs in `ns`.
+async fn rs_pods(pods: &Api<Pod>) -> Vec<(String, String)> {
+    let list = pods
+        .list(&ListParams::default().labels("app=rs"))
+        .await
+        .expect("list pods");
+    list.items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .map(|p| {
+            let owner = p
+                .metadata
+                .owner_references
+                .unwrap_or_default()
+                .into_iter()
+                .find(|o| o.controller == Some(true))
+                .map(|o| o.uid)
+                .unwrap_or_default();
+            (p.metadata.name.unwrap_or_default(), owner)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicasets_keep_their_pods() {
+    let ts = TestServer::start();
+    let client = ts.client().await;
+    let _kcm = Kcm::start(
+        &ts,
+        &[
+            "--leader-elect=false",
+            "--controllers=replicaset-controller",
+        ],
+    );
+    ts.kubectl_stdin_ok(
+        &["apply", "-f", "-"],
+        "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata: {name: web}\nspec:\n  replicas: 3\n  selector: {matchLabels: {app: rs}}\n  template:\n    metadata: {labels: {app: rs}}\n    spec: {containers: [{name: c, image: busybox}]}\n",
+    );
+    let sets: Api<k8s_openapi::api::apps::v1::ReplicaSet> =
+        Api::namespaced(client.clone(), "default");
+    let uid = sets
+        .get("web")
+        .await
+        .expect("rs")
+        .metadata
+        .uid
+        .expect("uid");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    eventually("3 pods owned by the ReplicaSet", || async {
+        let p = rs_pods(&pods).await;
+        (p.len() == 3 && p.iter().all(|(n, o)| o == &uid && n.starts_with("web-"))).then_some(())
+    })
+    .await;
+    // and no more: expectations keep a stale cache from over-creating
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(rs_pods(&pods).await.len(), 3);
+
+    // an orphan with matching labels is adopted; one pod too many goes
+    let orphan: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "stray", "labels": {"app": "rs"}},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+    }))
+    .expect("pod");
+    pods.create(&PostParams::default(), &orphan)
+        .await
+        .expect("orphan");
+    eventually("back to 3 pods, all owned", || async {
+        let p = rs_pods(&pods).await;
+        (p.len() == 3 && p.iter().all(|(_, o)| o == &uid)).then_some(())
+    })
+    .await;
+
+    // a pod whose labels stop matching is released and replaced
+    let victim = rs_pods(&pods).await[0].0.clone();
+    pods.patch(
+        &victim,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"app": "other"}}})),
+    )
+    .await
+    .expect("relabel");
+    eventually("the relabelled pod released and replaced", || async {
+        let released = pods.get(&victim).await.ok()?;
+        let owners = released.metadata.owner_references.unwrap_or_default();
+        (owners.is_empty() && rs_pods(&pods).await.len() == 3).then_some(())
+    })
+    .await;
+
+    // status follows readiness; kubectl shows it
+    for (name, _) in rs_pods(&pods).await {
+        pods.patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Running",
+                "conditions": [{"type": "Ready", "status": "True"}]}})),
+        )
+        .await
+        .expect("ready");
+    }
+    eventually("readyReplicas 3", || async {
+        let s = sets.get("web").await.ok()?.status?;
+        (s.replicas == 3 && s.ready_replicas == Some(3) && s.available_replicas == Some(3))
+            .then_some(())
+    })
+    .await;
+    let out = ts.kubectl_ok(&["get", "rs", "web"]);
+    assert!(
+        out.lines()
+            .nth(1)
+            .is_some_and(|l| l.split_whitespace().collect::<Vec<_>>()[1..4] == ["3", "3", "3"]),
+        "{out}"
+    );
+
+    // scale down: the surplus goes, with events as upstream's
+    ts.kubectl_ok(&["scale", "rs", "web", "--replicas=1"]);
+    eventually("1 pod left", || async {
+        (rs_pods(&pods).await.len() == 1).then_some(())
+    })
+    .await;
+    let events = eventually("SuccessfulCreate and SuccessfulDelete events", || async {
+        let out = ts.kubectl_ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=web",
+        ]);
+        (out.contains("SuccessfulCreate") && out.contains("SuccessfulDelete")).then_some(out)
+    })
+    .await;
+    assert!(events.contains("Created pod: web-"), "{events}");
+}
