@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Benchmark kube-scheduler in the shape of upstream's scheduler_perf
 # SchedulingBasic: NODES nodes (5,000), PODS pending pods (10,000), scheduled
-# end to end through a real apiserver and etcd; prints pods/s (upstream's floor
-# for this workload is 680 pods/s; target >= 2,000). The ceiling is the same
+# end to end through a real apiserver and etcd; prints pods/s from the first
+# bind to the last, as upstream's SchedulingThroughput measures while
+# scheduling (upstream's floor for this workload is 680 pods/s; target
+# >= 2,000), and the rate from the scheduler's start, cache sync included. The ceiling is the same
 # number of binds sent straight to pods/binding with no scheduling, in the
 # same run; the ratio says how close scheduling gets to it.
 #   NODES (5000) PODS (10000)
@@ -32,9 +34,10 @@ log "scheduling them"
 start=$(date +%s.%N)
 "$BIN/kube-scheduler" --kubeconfig="$KC" --leader-elect=false --bind-address=127.0.0.1 --secure-port="$SCHED_PORT" -v=0 >"$WORK/scheduler.log" 2>&1 &
 pids+=($!)
-"$BIN/ironkube-bench" wait-bound --kubeconfig "$KC" --count "$PODS" >/dev/null
+waited=$("$BIN/ironkube-bench" wait-bound --kubeconfig "$KC" --count "$PODS")
 sched_secs=$(python3 -c "import time; print(time.time() - $start)")
 sched_rate=$(python3 -c "print($PODS / $sched_secs)")
+steady_rate=$(field steady_per_second <<<"$waited")
 
 log "ceiling: $PODS raw binds in another namespace"
 "$KUBECTL" --kubeconfig="$KC" create namespace ceiling >/dev/null
@@ -43,6 +46,7 @@ log "ceiling: $PODS raw binds in another namespace"
 bind_rate=$("$BIN/ironkube-bench" api-bind --kubeconfig "$KC" --namespace ceiling --count "$PODS" --nodes "$NODES" | field per_second)
 
 printf '\n%-62s %12s %s\n' "measure" "value" "target"
-printf '%-62s %12.0f %s\n' "pods/s scheduled, $NODES nodes, $PODS pods (incl. cache sync)" "$sched_rate" ">= 2000 (upstream floor 680)"
+printf '%-62s %12.0f %s\n' "pods/s scheduled, $NODES nodes, $PODS pods (first to last bind)" "$steady_rate" ">= 2000 (upstream floor 680)"
+printf '%-62s %12.0f %s\n' "pods/s from scheduler start (incl. cache sync)" "$sched_rate" "-"
 printf '%-62s %12.0f %s\n' "raw pods/binding throughput (ceiling)" "$bind_rate" "-"
 printf '%-62s %12.2f %s\n' "scheduled / ceiling" "$(python3 -c "print($sched_rate / $bind_rate)")" "-"

@@ -331,3 +331,132 @@ async fn a_higher_priority_pod_preempts_gracefully() {
         .and_then(|e| e.message.clone())
         .is_some_and(|m| m.starts_with("Preempted by pod ") && m.ends_with("on node only")));
 }
+
+/// The FailedScheduling message of a pod, once there is one.
+async fn failed_scheduling(client: &kube::Client, name: &str, secs: u64) -> Option<String> {
+    let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    let fields = format!("involvedObject.name={name},reason=FailedScheduling");
+    eventually(secs, || async {
+        let l = events
+            .list(&ListParams::default().fields(&fields))
+            .await
+            .expect("events");
+        l.items.first().and_then(|e| e.message.clone())
+    })
+    .await
+}
+
+fn zone(z: &str) -> serde_json::Value {
+    json!({"metadata": {"labels": {"topology.kubernetes.io/zone": z}}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_affinity_follows_its_peer_into_a_zone() {
+    let ts = TestServer::start();
+    let (client, _stop) = start(&ts).await;
+    // zone a is roomier: without affinity the resource scores would pick it
+    node(&client, "a1", "16", zone("a")).await;
+    node(&client, "a2", "16", zone("a")).await;
+    node(&client, "b1", "2", zone("b")).await;
+    node(&client, "b2", "2", zone("b")).await;
+    pod(
+        &client,
+        "db",
+        "100m",
+        json!({"metadata": {"labels": {"app": "db"}}, "spec": {"nodeSelector": {"kubernetes.io/hostname": "b2"}}}),
+    )
+    .await;
+    assert_eq!(node_of(&client, "db", 20).await.as_deref(), Some("b2"));
+    let affinity = json!({"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"labelSelector": {"matchLabels": {"app": "db"}}, "topologyKey": "topology.kubernetes.io/zone"}]}});
+    for name in ["web-1", "web-2", "web-3"] {
+        pod(
+            &client,
+            name,
+            "500m",
+            json!({"metadata": {"labels": {"app": "web"}}, "spec": {"affinity": affinity}}),
+        )
+        .await;
+    }
+    for name in ["web-1", "web-2", "web-3"] {
+        let n = node_of(&client, name, 20).await;
+        assert!(
+            matches!(n.as_deref(), Some("b1" | "b2")),
+            "{name} runs in the db's zone b, not on {n:?}"
+        );
+    }
+    // a pod plain pods would go to zone a
+    pod(&client, "plain", "500m", json!({})).await;
+    let n = node_of(&client, "plain", 20).await;
+    assert!(matches!(n.as_deref(), Some("a1" | "a2")), "{n:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_anti_affinity_spreads_over_hostnames() {
+    let ts = TestServer::start();
+    let (client, _stop) = start(&ts).await;
+    for n in ["h1", "h2", "h3"] {
+        node(&client, n, "4", json!({})).await;
+    }
+    let anti = json!({"metadata": {"labels": {"app": "spread"}}, "spec": {"affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"labelSelector": {"matchLabels": {"app": "spread"}}, "topologyKey": "kubernetes.io/hostname"}]}}}});
+    for name in ["s1", "s2", "s3", "s4"] {
+        pod(&client, name, "100m", anti.clone()).await;
+    }
+    let mut placed = Vec::new();
+    for name in ["s1", "s2", "s3"] {
+        placed.push(node_of(&client, name, 20).await.expect("placed"));
+    }
+    placed.sort();
+    assert_eq!(placed, vec!["h1", "h2", "h3"], "one per hostname");
+    assert_eq!(
+        node_of(&client, "s4", 3).await,
+        None,
+        "a fourth fits nowhere"
+    );
+    let msg = failed_scheduling(&client, "s4", 10)
+        .await
+        .unwrap_or_default();
+    assert!(
+        msg.contains("3 node(s) didn't match pod anti-affinity rules"),
+        "{msg}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topology_spread_balances_two_zones() {
+    let ts = TestServer::start();
+    let (client, _stop) = start(&ts).await;
+    // zone a is roomier: without the constraint every pod would go there
+    node(&client, "a1", "16", zone("a")).await;
+    node(&client, "a2", "16", zone("a")).await;
+    node(&client, "b1", "2", zone("b")).await;
+    let spread = json!({"metadata": {"labels": {"app": "web"}}, "spec": {"topologySpreadConstraints": [
+        {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "DoNotSchedule",
+         "labelSelector": {"matchLabels": {"app": "web"}}}]}});
+    for i in 1..=4 {
+        pod(&client, &format!("web-{i}"), "100m", spread.clone()).await;
+    }
+    let mut in_b = 0;
+    for i in 1..=4 {
+        let n = node_of(&client, &format!("web-{i}"), 20)
+            .await
+            .expect("placed");
+        in_b += usize::from(n == "b1");
+    }
+    assert_eq!(in_b, 2, "2 pods per zone");
+    // the same without the constraint: all in zone a
+    for i in 1..=2 {
+        pod(
+            &client,
+            &format!("plain-{i}"),
+            "100m",
+            json!({"metadata": {"labels": {"app": "plain"}}}),
+        )
+        .await;
+    }
+    for i in 1..=2 {
+        let n = node_of(&client, &format!("plain-{i}"), 20).await;
+        assert!(matches!(n.as_deref(), Some("a1" | "a2")), "{n:?}");
+    }
+}

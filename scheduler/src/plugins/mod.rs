@@ -1,7 +1,9 @@
 //! The plugins and the default profile (upstream's default plugin set and score weights).
 
 pub mod core;
+pub mod interpod;
 pub mod scoring;
+pub mod spread;
 
 use std::sync::Arc;
 
@@ -47,6 +49,20 @@ pub fn profile(cfg: &ProfileConfig, percentage: u32) -> Profile {
     p.filters.push(fit.clone());
     if on("NodeResourcesFit") {
         p.scores.push((fit, weight("NodeResourcesFit", 1)));
+    }
+    if on("PodTopologySpread") {
+        let spread = Arc::new(spread::PodTopologySpread);
+        p.pre_filters.push(spread.clone());
+        p.filters.push(spread.clone());
+        p.pre_scores.push(spread.clone());
+        p.scores.push((spread, weight("PodTopologySpread", 2)));
+    }
+    if on("InterPodAffinity") {
+        let affinity = Arc::new(interpod::InterPodAffinity::default());
+        p.pre_filters.push(affinity.clone());
+        p.filters.push(affinity.clone());
+        p.pre_scores.push(affinity.clone());
+        p.scores.push((affinity, weight("InterPodAffinity", 2)));
     }
     if on("NodeResourcesBalancedAllocation") {
         p.scores.push((

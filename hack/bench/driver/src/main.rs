@@ -324,6 +324,7 @@ async fn main() -> Result<()> {
             let start = Instant::now();
             let deadline = start + std::time::Duration::from_secs(timeout_seconds);
             let mut bound = std::collections::HashSet::new();
+            let mut first_bound: Option<f64> = None;
             let mut rv = "0".to_string();
             while bound.len() < count {
                 if Instant::now() > deadline {
@@ -354,17 +355,24 @@ async fn main() -> Result<()> {
                         .is_some_and(|n| !n.is_empty())
                     {
                         bound.insert(p.metadata.name.unwrap_or_default());
+                        first_bound.get_or_insert_with(|| start.elapsed().as_secs_f64());
                     }
                     if bound.len() >= count {
                         break;
                     }
                 }
             }
+            let total = start.elapsed().as_secs_f64();
+            // from the first bind seen to the last: the rate while scheduling,
+            // as upstream's SchedulingThroughput samples it
+            let steady = first_bound
+                .map(|f| count.saturating_sub(1) as f64 / (total - f).max(1e-9))
+                .unwrap_or(0.0);
             report(
                 "wait-bound",
                 count,
-                start.elapsed().as_secs_f64(),
-                json!({}),
+                total,
+                json!({"first_bound_seconds": first_bound, "steady_per_second": steady}),
             );
         }
         Cmd::ApiBind {
