@@ -2,6 +2,7 @@
 //! with upstream's `--controllers`, sharing one informer cache, each driven by
 //! a work queue of object keys with upstream's retry semantics.
 
+pub mod deployment;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod replicaset;
@@ -32,6 +33,7 @@ pub struct Settings {
     pub concurrent_service_endpoint_syncs: usize,
     pub concurrent_serviceaccount_syncs: usize,
     pub concurrent_replicaset_syncs: usize,
+    pub concurrent_deployment_syncs: usize,
     pub max_endpoints_per_slice: usize,
 }
 
@@ -42,6 +44,7 @@ impl Default for Settings {
             concurrent_service_endpoint_syncs: 5,
             concurrent_serviceaccount_syncs: 5,
             concurrent_replicaset_syncs: 5,
+            concurrent_deployment_syncs: 5,
             max_endpoints_per_slice: 100,
         }
     }
@@ -58,6 +61,10 @@ pub struct Entry {
 
 /// Every controller this binary has, in upstream's names.
 pub const CONTROLLERS: &[Entry] = &[
+    Entry {
+        name: "deployment-controller",
+        start: deployment::start,
+    },
     Entry {
         name: "endpoint-controller",
         start: endpoints::start,
@@ -183,6 +190,7 @@ mod tests {
         assert_eq!(
             names(&["*", "-endpoint-controller"]).expect("minus"),
             vec![
+                "deployment-controller",
                 "endpointslice-controller",
                 "replicaset-controller",
                 "serviceaccount-controller"

@@ -385,3 +385,122 @@ async fn replicasets_keep_their_pods() {
     .await;
     assert!(events.contains("Created pod: web-"), "{events}");
 }
+
+/// Play the kubelet's part: every active pod in `ns` becomes Running and Ready.
+fn mark_pods_ready(client: kube::Client, ns: &str) -> tokio::task::JoinHandle<()> {
+    let pods: Api<Pod> = Api::namespaced(client, ns);
+    tokio::spawn(async move {
+        loop {
+            if let Ok(list) = pods.list(&ListParams::default()).await {
+                for p in list.items {
+                    let ready = p
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_some_and(|c| {
+                            c.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                        });
+                    if ready || p.metadata.deletion_timestamp.is_some() {
+                        continue;
+                    }
+                    let status = json!({"status": {"phase": "Running", "conditions": [
+                        {"type": "Ready", "status": "True", "lastTransitionTime": "2020-01-01T00:00:00Z"}]}});
+                    let name = p.metadata.name.unwrap_or_default();
+                    let _ = pods
+                        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+                        .await;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+    })
+}
+
+fn images(ts: &TestServer) -> String {
+    ts.kubectl_ok(&[
+        "get", "rs", "-l", "app=roll", "-o",
+        "jsonpath={range .items[*]}{.spec.template.spec.containers[0].image}={.spec.replicas}@{.metadata.annotations.deployment\\.kubernetes\\.io/revision} {end}",
+    ])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployments_roll_out_and_back() {
+    let ts = TestServer::start();
+    let client = ts.client().await;
+    let _kcm = Kcm::start(
+        &ts,
+        &[
+            "--leader-elect=false",
+            "--controllers=deployment-controller,replicaset-controller",
+        ],
+    );
+    let ready = mark_pods_ready(client.clone(), "default");
+    ts.kubectl_stdin_ok(
+        &["apply", "-f", "-"],
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: roll}\nspec:\n  replicas: 3\n  selector: {matchLabels: {app: roll}}\n  strategy: {rollingUpdate: {maxSurge: 1, maxUnavailable: 0}}\n  template:\n    metadata: {labels: {app: roll}}\n    spec: {containers: [{name: c, image: 'busybox:1'}]}\n",
+    );
+    let out = ts.kubectl_ok(&["rollout", "status", "deployment/roll", "--timeout=60s"]);
+    assert!(out.contains("successfully rolled out"), "{out}");
+    let get = ts.kubectl_ok(&["get", "deploy", "roll"]);
+    assert!(get.contains("3/3"), "{get}");
+    assert_eq!(images(&ts).trim(), "busybox:1=3@1");
+
+    // a new image rolls out through a second ReplicaSet
+    ts.kubectl_ok(&["set", "image", "deployment/roll", "c=busybox:2"]);
+    let out = ts.kubectl_ok(&["rollout", "status", "deployment/roll", "--timeout=60s"]);
+    assert!(out.contains("successfully rolled out"), "{out}");
+    let rs = images(&ts);
+    assert!(
+        rs.contains("busybox:2=3@2") && rs.contains("busybox:1=0@1"),
+        "{rs}"
+    );
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let live: Vec<String> = pods
+        .list(&ListParams::default().labels("app=roll"))
+        .await
+        .expect("pods")
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| {
+            p.spec
+                .and_then(|s| s.containers.first().and_then(|c| c.image.clone()))
+        })
+        .collect();
+    assert_eq!(live, vec!["busybox:2"; 3]);
+
+    // rollout undo brings the first template back as revision 3
+    ts.kubectl_ok(&["rollout", "undo", "deployment/roll"]);
+    ts.kubectl_ok(&["rollout", "status", "deployment/roll", "--timeout=60s"]);
+    let rs = images(&ts);
+    assert!(
+        rs.contains("busybox:1=3@3") && rs.contains("busybox:2=0@2"),
+        "{rs}"
+    );
+    let history = ts.kubectl_ok(&["rollout", "history", "deployment/roll"]);
+    assert!(history.contains('2') && history.contains('3'), "{history}");
+
+    // paused: a template change waits for resume
+    ts.kubectl_ok(&["rollout", "pause", "deployment/roll"]);
+    ts.kubectl_ok(&["set", "image", "deployment/roll", "c=busybox:3"]);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !images(&ts).contains("busybox:3"),
+        "a paused Deployment rolled out"
+    );
+    ts.kubectl_ok(&["rollout", "resume", "deployment/roll"]);
+    ts.kubectl_ok(&["rollout", "status", "deployment/roll", "--timeout=60s"]);
+    assert!(images(&ts).contains("busybox:3=3@4"), "{}", images(&ts));
+
+    let events = ts.kubectl_ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.kind=Deployment",
+    ]);
+    assert!(
+        events.contains("ScalingReplicaSet") && events.contains("Scaled up replica set roll-"),
+        "{events}"
+    );
+    ready.abort();
+}
