@@ -7,7 +7,7 @@ source "$(dirname "$0")/lib/common.sh"
 keep_logs=0
 [[ ${1:-} == --keep-logs ]] && keep_logs=1
 
-for c in kube-scheduler kube-apiserver etcd; do
+for c in kube-scheduler kube-controller-manager kube-apiserver etcd; do
   if [[ -f "$OUT_DIR/$c.pid" ]]; then
     log "stopping $c"
     ironkube::stop_pidfile "$OUT_DIR/$c.pid"

@@ -36,7 +36,7 @@ mkdir -p "$LOGS" "$PKI"
 
 running() { [[ -f "$OUT_DIR/$1.pid" ]] && kill -0 "$(cat "$OUT_DIR/$1.pid")" 2>/dev/null; }
 
-if running etcd && running kube-apiserver && running kube-scheduler; then
+if running etcd && running kube-apiserver && running kube-controller-manager && running kube-scheduler; then
   log "the local cluster is already running (hack/local-down-cluster.sh stops it)"
   log "export KUBECONFIG=$KUBECONFIG_OUT"
   exit 0
@@ -57,7 +57,7 @@ ironkube::ensure_packages
 
 TARGET=$(ironkube::target_dir)
 log "building release binaries (target dir $TARGET)"
-(cd "$IRONKUBE_ROOT" && CARGO_TARGET_DIR=$TARGET cargo build --release --bin kube-apiserver --bin kube-scheduler)
+(cd "$IRONKUBE_ROOT" && CARGO_TARGET_DIR=$TARGET cargo build --release --bin kube-apiserver --bin kube-controller-manager --bin kube-scheduler)
 BIN=$TARGET/release
 
 log "making the PKI in $PKI"
@@ -104,6 +104,12 @@ chmod 600 "$KUBECONFIG_OUT"
 
 # until each component has its own identity (the security issue), the control
 # plane uses the admin credentials
+log "starting kube-controller-manager"
+"$BIN/kube-controller-manager" --kubeconfig="$KUBECONFIG_OUT" --bind-address=127.0.0.1 --secure-port="${CONTROLLER_MANAGER_PORT:-10257}" \
+  >"$LOGS/kube-controller-manager.log" 2>&1 &
+echo $! >"$OUT_DIR/kube-controller-manager.pid"
+ironkube::wait_url "http://127.0.0.1:${CONTROLLER_MANAGER_PORT:-10257}/healthz" 30 || die "kube-controller-manager did not start (see $LOGS/kube-controller-manager.log)"
+
 log "starting kube-scheduler"
 "$BIN/kube-scheduler" --kubeconfig="$KUBECONFIG_OUT" --bind-address=127.0.0.1 --secure-port="${SCHEDULER_PORT:-10259}" \
   >"$LOGS/kube-scheduler.log" 2>&1 &
@@ -116,7 +122,7 @@ fi
 UP_OK=1
 cat >&2 <<MSG
 
-  The local cluster is up (control plane: etcd, kube-apiserver, kube-scheduler).
+  The local cluster is up (control plane: etcd, kube-apiserver, kube-controller-manager, kube-scheduler).
   Logs:        $LOGS/
   Use it:      export KUBECONFIG=$KUBECONFIG_OUT
                kubectl get namespaces

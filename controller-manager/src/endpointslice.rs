@@ -167,9 +167,11 @@ fn families(svc: &Service) -> Vec<String> {
 /// (addressType, ports, endpoints) as JSON, grouped by port set and chunked.
 pub fn desired_slices(svc: &Service, pods: &[Arc<Pod>], max: usize) -> Vec<Value> {
     let mut out = Vec::new();
-    for family in families(svc) {
+    let families = families(svc);
+    for family in &families {
+        let family = family.as_str();
         let mut groups: BTreeMap<Vec<Port>, Vec<Endpoint>> = BTreeMap::new();
-        for ep in endpoints_of(svc, pods, &family) {
+        for ep in endpoints_of(svc, pods, family) {
             groups.entry(ep.ports.clone()).or_default().push(ep);
         }
         for (ports, eps) in groups {
@@ -196,6 +198,11 @@ pub fn desired_slices(svc: &Service, pods: &[Arc<Pod>], max: usize) -> Vec<Value
                 out.push(json!({"addressType": family, "ports": ports, "endpoints": endpoints}));
             }
         }
+    }
+    // a Service with no endpoints yet still gets one (empty) slice, as upstream
+    if out.is_empty() {
+        let family = families.first().map_or("IPv4", String::as_str);
+        out.push(json!({"addressType": family, "ports": [], "endpoints": []}));
     }
     out
 }
@@ -488,6 +495,11 @@ mod tests {
         if let Some(s) = no_selector.spec.as_mut() {
             s.selector = None;
         }
-        assert!(desired_slices(&no_selector, &pods, 100).is_empty());
+        assert!(endpoints_of(&no_selector, &pods, "IPv4").is_empty());
+        let placeholder = desired_slices(&svc(), &[], 100);
+        assert_eq!(
+            placeholder,
+            vec![json!({"addressType": "IPv4", "ports": [], "endpoints": []})]
+        );
     }
 }
