@@ -1,4 +1,4 @@
-//! endpoint-controller: the legacy core/v1 Endpoints of every Service with a
+//! endpoints-controller: the legacy core/v1 Endpoints of every Service with a
 //! selector, kept in step with the same pod selection as the EndpointSlices:
 //! ready pods under `addresses`, not-ready ones under `notReadyAddresses`,
 //! terminating ones left out (unless publishNotReadyAddresses), one subset per

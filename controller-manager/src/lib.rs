@@ -5,6 +5,7 @@
 pub mod deployment;
 pub mod endpoints;
 pub mod endpointslice;
+pub mod garbagecollector;
 pub mod replicaset;
 pub mod serviceaccount;
 
@@ -34,6 +35,7 @@ pub struct Settings {
     pub concurrent_serviceaccount_syncs: usize,
     pub concurrent_replicaset_syncs: usize,
     pub concurrent_deployment_syncs: usize,
+    pub concurrent_gc_syncs: usize,
     pub max_endpoints_per_slice: usize,
 }
 
@@ -45,6 +47,7 @@ impl Default for Settings {
             concurrent_serviceaccount_syncs: 5,
             concurrent_replicaset_syncs: 5,
             concurrent_deployment_syncs: 5,
+            concurrent_gc_syncs: 20,
             max_endpoints_per_slice: 100,
         }
     }
@@ -66,12 +69,16 @@ pub const CONTROLLERS: &[Entry] = &[
         start: deployment::start,
     },
     Entry {
-        name: "endpoint-controller",
+        name: "endpoints-controller",
         start: endpoints::start,
     },
     Entry {
         name: "endpointslice-controller",
         start: endpointslice::start,
+    },
+    Entry {
+        name: "garbage-collector-controller",
+        start: garbagecollector::start,
     },
     Entry {
         name: "replicaset-controller",
@@ -188,10 +195,11 @@ mod tests {
     fn controllers_flag_as_upstream() {
         assert_eq!(names(&["*"]).expect("all").len(), CONTROLLERS.len());
         assert_eq!(
-            names(&["*", "-endpoint-controller"]).expect("minus"),
+            names(&["*", "-endpoints-controller"]).expect("minus"),
             vec![
                 "deployment-controller",
                 "endpointslice-controller",
+                "garbage-collector-controller",
                 "replicaset-controller",
                 "serviceaccount-controller"
             ]

@@ -34,6 +34,8 @@ struct Flags {
     concurrent_replicaset_syncs: usize,
     #[arg(long, default_value_t = 5)]
     concurrent_deployment_syncs: usize,
+    #[arg(long, default_value_t = 20)]
+    concurrent_gc_syncs: usize,
     /// The most endpoints one EndpointSlice holds.
     #[arg(long, default_value_t = 100)]
     max_endpoints_per_slice: usize,
@@ -63,6 +65,7 @@ async fn main() -> anyhow::Result<()> {
         concurrent_serviceaccount_syncs: flags.concurrent_serviceaccount_syncs,
         concurrent_replicaset_syncs: flags.concurrent_replicaset_syncs,
         concurrent_deployment_syncs: flags.concurrent_deployment_syncs,
+        concurrent_gc_syncs: flags.concurrent_gc_syncs,
         max_endpoints_per_slice: flags.max_endpoints_per_slice,
     });
     let client = common::client(

@@ -504,3 +504,107 @@ async fn deployments_roll_out_and_back() {
     );
     ready.abort();
 }
+
+async fn count_pods(pods: &Api<Pod>, selector: &str) -> usize {
+    pods.list(&ListParams::default().labels(selector))
+        .await
+        .map(|l| l.items.len())
+        .unwrap_or(usize::MAX)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_collection_cascades() {
+    let ts = TestServer::start();
+    let client = ts.client().await;
+    let controllers =
+        "--controllers=deployment-controller,replicaset-controller,garbage-collector-controller";
+    let kcm = Kcm::start(&ts, &["--leader-elect=false", controllers]);
+    let deploy = |name: &str| {
+        format!("apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}}}\nspec:\n  replicas: 2\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec: {{containers: [{{name: c, image: busybox}}]}}\n")
+    };
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let sets: Api<k8s_openapi::api::apps::v1::ReplicaSet> =
+        Api::namespaced(client.clone(), "default");
+    for name in ["bg", "fg", "orphan", "offline"] {
+        ts.kubectl_stdin_ok(&["apply", "-f", "-"], &deploy(name));
+    }
+    for name in ["bg", "fg", "orphan", "offline"] {
+        let sel = format!("app={name}");
+        eventually("2 pods per Deployment", || async {
+            (count_pods(&pods, &sel).await == 2).then_some(())
+        })
+        .await;
+    }
+
+    // background (kubectl's default): the Deployment goes at once, its
+    // ReplicaSet and pods after it
+    ts.kubectl_ok(&["delete", "deployment", "bg"]);
+    eventually("bg's ReplicaSet and pods collected", || async {
+        let rs = sets
+            .list(&ListParams::default().labels("app=bg"))
+            .await
+            .ok()?;
+        (rs.items.is_empty() && count_pods(&pods, "app=bg").await == 0).then_some(())
+    })
+    .await;
+
+    // foreground: the Deployment stays until its dependents are gone
+    ts.kubectl_ok(&[
+        "delete",
+        "deployment",
+        "fg",
+        "--cascade=foreground",
+        "--wait=false",
+    ]);
+    eventually("fg and everything it owned gone", || async {
+        let d: Api<k8s_openapi::api::apps::v1::Deployment> =
+            Api::namespaced(client.clone(), "default");
+        let gone = d.get_opt("fg").await.ok()?.is_none();
+        (gone && count_pods(&pods, "app=fg").await == 0).then_some(())
+    })
+    .await;
+
+    // orphan: the ReplicaSet stays, without its owner reference
+    ts.kubectl_ok(&["delete", "deployment", "orphan", "--cascade=orphan"]);
+    eventually("orphan's ReplicaSet released", || async {
+        let rs = sets
+            .list(&ListParams::default().labels("app=orphan"))
+            .await
+            .ok()?;
+        (rs.items.len() == 1
+            && rs.items[0]
+                .metadata
+                .owner_references
+                .clone()
+                .unwrap_or_default()
+                .is_empty())
+        .then_some(())
+    })
+    .await;
+    assert_eq!(count_pods(&pods, "app=orphan").await, 2);
+
+    // across a restart: a Deployment deleted while no collector runs
+    drop(kcm);
+    let d: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(client.clone(), "default");
+    d.delete("offline", &DeleteParams::default())
+        .await
+        .expect("delete offline");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        count_pods(&pods, "app=offline").await,
+        2,
+        "nothing collects while it is down"
+    );
+    let _kcm = Kcm::start(&ts, &["--leader-elect=false", controllers]);
+    eventually(
+        "offline's dependents collected after the restart",
+        || async {
+            let rs = sets
+                .list(&ListParams::default().labels("app=offline"))
+                .await
+                .ok()?;
+            (rs.items.is_empty() && count_pods(&pods, "app=offline").await == 0).then_some(())
+        },
+    )
+    .await;
+}
