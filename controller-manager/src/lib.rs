@@ -6,6 +6,7 @@ pub mod deployment;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod garbagecollector;
+pub mod namespace;
 pub mod replicaset;
 pub mod serviceaccount;
 
@@ -36,6 +37,7 @@ pub struct Settings {
     pub concurrent_replicaset_syncs: usize,
     pub concurrent_deployment_syncs: usize,
     pub concurrent_gc_syncs: usize,
+    pub concurrent_namespace_syncs: usize,
     pub max_endpoints_per_slice: usize,
 }
 
@@ -48,6 +50,7 @@ impl Default for Settings {
             concurrent_replicaset_syncs: 5,
             concurrent_deployment_syncs: 5,
             concurrent_gc_syncs: 20,
+            concurrent_namespace_syncs: 10,
             max_endpoints_per_slice: 100,
         }
     }
@@ -79,6 +82,10 @@ pub const CONTROLLERS: &[Entry] = &[
     Entry {
         name: "garbage-collector-controller",
         start: garbagecollector::start,
+    },
+    Entry {
+        name: "namespace-controller",
+        start: namespace::start,
     },
     Entry {
         name: "replicaset-controller",
@@ -200,6 +207,7 @@ mod tests {
                 "deployment-controller",
                 "endpointslice-controller",
                 "garbage-collector-controller",
+                "namespace-controller",
                 "replicaset-controller",
                 "serviceaccount-controller"
             ]

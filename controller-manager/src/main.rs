@@ -36,6 +36,8 @@ struct Flags {
     concurrent_deployment_syncs: usize,
     #[arg(long, default_value_t = 20)]
     concurrent_gc_syncs: usize,
+    #[arg(long, default_value_t = 10)]
+    concurrent_namespace_syncs: usize,
     /// The most endpoints one EndpointSlice holds.
     #[arg(long, default_value_t = 100)]
     max_endpoints_per_slice: usize,
@@ -66,6 +68,7 @@ async fn main() -> anyhow::Result<()> {
         concurrent_replicaset_syncs: flags.concurrent_replicaset_syncs,
         concurrent_deployment_syncs: flags.concurrent_deployment_syncs,
         concurrent_gc_syncs: flags.concurrent_gc_syncs,
+        concurrent_namespace_syncs: flags.concurrent_namespace_syncs,
         max_endpoints_per_slice: flags.max_endpoints_per_slice,
     });
     let client = common::client(

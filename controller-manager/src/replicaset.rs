@@ -400,6 +400,9 @@ impl Controller {
                         );
                         created.push(pod_name);
                     }
+                    // the namespace is going away: nothing to report or retry, as upstream
+                    Err(kube::Error::Api(s))
+                        if s.code == 403 && s.message.contains("being terminated") => {}
                     Err(e) => {
                         let msg = match &e {
                             kube::Error::Api(s) => s.message.clone(),

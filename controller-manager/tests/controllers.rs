@@ -608,3 +608,57 @@ async fn garbage_collection_cascades() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_namespace_empties_it() {
+    let ts = TestServer::start();
+    let client = ts.client().await;
+    let _kcm = Kcm::start(&ts, &["--leader-elect=false"]);
+    ts.kubectl_ok(&["create", "namespace", "doomed"]);
+    ts.kubectl_ok(&[
+        "-n",
+        "doomed",
+        "create",
+        "configmap",
+        "c1",
+        "--from-literal=a=b",
+    ]);
+    ts.kubectl_ok(&[
+        "-n",
+        "doomed",
+        "create",
+        "secret",
+        "generic",
+        "s1",
+        "--from-literal=a=b",
+    ]);
+    ts.kubectl_ok(&[
+        "-n",
+        "doomed",
+        "create",
+        "deployment",
+        "web",
+        "--image=busybox",
+        "--replicas=2",
+    ]);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "doomed");
+    eventually("the Deployment's pods", || async {
+        (count_pods(&pods, "app=web").await == 2).then_some(())
+    })
+    .await;
+    ts.kubectl_ok(&["delete", "namespace", "doomed", "--wait=false"]);
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    eventually("the namespace emptied and removed", || async {
+        namespaces
+            .get_opt("doomed")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    // nothing of it is left in etcd
+    let keys = ts.etcd.keys("/registry/");
+    let left: Vec<&String> = keys.iter().filter(|k| k.contains("/doomed/")).collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
