@@ -7,6 +7,7 @@ pub mod endpoints;
 pub mod endpointslice;
 pub mod garbagecollector;
 pub mod namespace;
+pub mod nodelifecycle;
 pub mod replicaset;
 pub mod serviceaccount;
 
@@ -39,6 +40,12 @@ pub struct Settings {
     pub concurrent_gc_syncs: usize,
     pub concurrent_namespace_syncs: usize,
     pub max_endpoints_per_slice: usize,
+    pub node_monitor_period: Duration,
+    pub node_monitor_grace_period: Duration,
+    pub node_eviction_rate: f64,
+    pub secondary_node_eviction_rate: f64,
+    pub unhealthy_zone_threshold: f64,
+    pub large_cluster_size_threshold: usize,
 }
 
 impl Default for Settings {
@@ -52,6 +59,12 @@ impl Default for Settings {
             concurrent_gc_syncs: 20,
             concurrent_namespace_syncs: 10,
             max_endpoints_per_slice: 100,
+            node_monitor_period: Duration::from_secs(5),
+            node_monitor_grace_period: Duration::from_secs(40),
+            node_eviction_rate: 0.1,
+            secondary_node_eviction_rate: 0.01,
+            unhealthy_zone_threshold: 0.55,
+            large_cluster_size_threshold: 50,
         }
     }
 }
@@ -88,12 +101,20 @@ pub const CONTROLLERS: &[Entry] = &[
         start: namespace::start,
     },
     Entry {
+        name: "node-lifecycle-controller",
+        start: nodelifecycle::start,
+    },
+    Entry {
         name: "replicaset-controller",
         start: replicaset::start,
     },
     Entry {
         name: "serviceaccount-controller",
         start: serviceaccount::start,
+    },
+    Entry {
+        name: "taint-eviction-controller",
+        start: nodelifecycle::start_taint_eviction,
     },
 ];
 
@@ -208,8 +229,10 @@ mod tests {
                 "endpointslice-controller",
                 "garbage-collector-controller",
                 "namespace-controller",
+                "node-lifecycle-controller",
                 "replicaset-controller",
-                "serviceaccount-controller"
+                "serviceaccount-controller",
+                "taint-eviction-controller"
             ]
         );
         assert_eq!(

@@ -38,6 +38,24 @@ struct Flags {
     concurrent_gc_syncs: usize,
     #[arg(long, default_value_t = 10)]
     concurrent_namespace_syncs: usize,
+    /// How often node health is checked.
+    #[arg(long, default_value = "5s", value_parser = common::parse_duration)]
+    node_monitor_period: std::time::Duration,
+    /// How long a node may stay silent (no Lease renewal, no status) before it is marked Unknown.
+    #[arg(long, default_value = "40s", value_parser = common::parse_duration)]
+    node_monitor_grace_period: std::time::Duration,
+    /// Nodes per second tainted for eviction in a healthy zone.
+    #[arg(long, default_value_t = 0.1)]
+    node_eviction_rate: f64,
+    /// Nodes per second tainted in a partially unhealthy large zone.
+    #[arg(long, default_value_t = 0.01)]
+    secondary_node_eviction_rate: f64,
+    /// The fraction of unhealthy nodes that makes a zone partially disrupted.
+    #[arg(long, default_value_t = 0.55)]
+    unhealthy_zone_threshold: f64,
+    /// Zones larger than this keep the secondary rate when partially disrupted.
+    #[arg(long, default_value_t = 50)]
+    large_cluster_size_threshold: usize,
     /// The most endpoints one EndpointSlice holds.
     #[arg(long, default_value_t = 100)]
     max_endpoints_per_slice: usize,
@@ -70,6 +88,12 @@ async fn main() -> anyhow::Result<()> {
         concurrent_gc_syncs: flags.concurrent_gc_syncs,
         concurrent_namespace_syncs: flags.concurrent_namespace_syncs,
         max_endpoints_per_slice: flags.max_endpoints_per_slice,
+        node_monitor_period: flags.node_monitor_period,
+        node_monitor_grace_period: flags.node_monitor_grace_period,
+        node_eviction_rate: flags.node_eviction_rate,
+        secondary_node_eviction_rate: flags.secondary_node_eviction_rate,
+        unhealthy_zone_threshold: flags.unhealthy_zone_threshold,
+        large_cluster_size_threshold: flags.large_cluster_size_threshold,
     });
     let client = common::client(
         flags.kubeconfig.as_deref(),

@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use apiserver::testing::TestServer;
-use k8s_openapi::api::core::v1::{Endpoints, Namespace, Pod, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Pod, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
@@ -661,4 +661,160 @@ async fn deleting_a_namespace_empties_it() {
     let keys = ts.etcd.keys("/registry/");
     let left: Vec<&String> = keys.iter().filter(|k| k.contains("/doomed/")).collect();
     assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// Renew node `name`'s Lease every 300 ms until dropped.
+fn heartbeat(client: kube::Client, name: &str) -> tokio::task::JoinHandle<()> {
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client, "kube-node-lease");
+    let name = name.to_string();
+    tokio::spawn(async move {
+        loop {
+            let now = k8s_openapi::jiff::Timestamp::now().to_string();
+            let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": name},
+                "spec": {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": now}});
+            let _ = leases
+                .patch(
+                    &name,
+                    &PatchParams::apply("test-kubelet").force(),
+                    &Patch::Apply(&lease),
+                )
+                .await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    })
+}
+
+/// Is the pod gone or being deleted?
+async fn evicted(pods: &Api<Pod>, name: &str) -> bool {
+    match pods.get_opt(name).await {
+        Ok(Some(p)) => p.metadata.deletion_timestamp.is_some(),
+        Ok(None) => true,
+        Err(_) => false,
+    }
+}
+
+fn node_taints(n: &Node) -> Vec<String> {
+    n.spec
+        .as_ref()
+        .and_then(|s| s.taints.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|t| format!("{}:{}", t.key, t.effect))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_nodes_are_tainted_and_their_pods_evicted() {
+    let ts = TestServer::start();
+    let client = ts.client().await;
+    let nodes: Api<Node> = Api::all(client.clone());
+    let ready = json!({"status": {"conditions": [{"type": "Ready", "status": "True",
+        "reason": "KubeletReady", "lastHeartbeatTime": k8s_openapi::jiff::Timestamp::now().to_string()}]}});
+    // two nodes in one zone: when every node of every zone is silent,
+    // upstream suspects its own side and evicts nothing
+    for name in ["n1", "n2"] {
+        let node: Node = serde_json::from_value(json!({"metadata": {"name": name,
+            "labels": {"topology.kubernetes.io/zone": "z1"}}}))
+        .expect("node");
+        nodes
+            .create(&PostParams::default(), &node)
+            .await
+            .expect("node");
+        nodes
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&ready))
+            .await
+            .expect("ready");
+    }
+    let beat = heartbeat(client.clone(), "n1");
+    let _beat2 = heartbeat(client.clone(), "n2");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    for (name, tols) in [
+        ("fragile", json!([])),
+        (
+            "patient",
+            json!([{"key": "node.kubernetes.io/unreachable", "operator": "Exists",
+                             "effect": "NoExecute", "tolerationSeconds": 4}]),
+        ),
+        ("forever", json!([{"operator": "Exists"}])),
+    ] {
+        let p: Pod = serde_json::from_value(json!({"metadata": {"name": name},
+            "spec": {"nodeName": "n1", "tolerations": tols,
+                     "containers": [{"name": "c", "image": "busybox"}]}}))
+        .expect("pod");
+        pods.create(&PostParams::default(), &p).await.expect("pod");
+    }
+    let _kcm = Kcm::start(
+        &ts,
+        &[
+            "--leader-elect=false",
+            "--controllers=node-lifecycle-controller,taint-eviction-controller",
+            "--node-monitor-period=200ms",
+            "--node-monitor-grace-period=3s",
+        ],
+    );
+    // a node renewing its lease stays healthy past the grace period
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let n = nodes.get("n1").await.expect("node");
+    assert!(node_taints(&n).is_empty(), "{:?}", node_taints(&n));
+    assert!(!evicted(&pods, "fragile").await);
+
+    // the kubelet falls silent
+    beat.abort();
+    let n = eventually("Ready Unknown and the unreachable taint", || async {
+        let n = nodes.get("n1").await.ok()?;
+        let unknown = n.status.as_ref()?.conditions.as_ref()?.iter().any(|c| {
+            c.type_ == "Ready"
+                && c.status == "Unknown"
+                && c.message.as_deref() == Some("Kubelet stopped posting node status.")
+        });
+        (unknown && node_taints(&n) == ["node.kubernetes.io/unreachable:NoExecute"]).then_some(n)
+    })
+    .await;
+    assert!(n
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .is_some_and(|t| t[0].time_added.is_some()));
+    eventually("the intolerant pod evicted at once", || async {
+        evicted(&pods, "fragile").await.then_some(())
+    })
+    .await;
+    assert!(
+        !evicted(&pods, "patient").await,
+        "evicted before its tolerationSeconds"
+    );
+    eventually(
+        "the tolerating pod evicted after tolerationSeconds",
+        || async { evicted(&pods, "patient").await.then_some(()) },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !evicted(&pods, "forever").await,
+        "a pod tolerating forever was evicted"
+    );
+    let events = ts.kubectl_ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "reason=TaintManagerEviction",
+    ]);
+    assert!(
+        events.contains("Marking for deletion Pod default/fragile"),
+        "{events}"
+    );
+
+    // it comes back: the taint goes
+    let _beat = heartbeat(client.clone(), "n1");
+    nodes
+        .patch_status("n1", &PatchParams::default(), &Patch::Merge(&ready))
+        .await
+        .expect("ready again");
+    eventually("the taint removed", || async {
+        let n = nodes.get("n1").await.ok()?;
+        node_taints(&n).is_empty().then_some(())
+    })
+    .await;
 }
