@@ -7,6 +7,7 @@ pub mod endpoints;
 pub mod endpointslice;
 pub mod garbagecollector;
 pub mod namespace;
+pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod replicaset;
 pub mod serviceaccount;
@@ -46,6 +47,8 @@ pub struct Settings {
     pub secondary_node_eviction_rate: f64,
     pub unhealthy_zone_threshold: f64,
     pub large_cluster_size_threshold: usize,
+    /// node pod CIDRs to hand out (--allocate-node-cidrs with --cluster-cidr)
+    pub node_cidrs: Option<nodeipam::Ranges>,
 }
 
 impl Default for Settings {
@@ -65,6 +68,7 @@ impl Default for Settings {
             secondary_node_eviction_rate: 0.01,
             unhealthy_zone_threshold: 0.55,
             large_cluster_size_threshold: 50,
+            node_cidrs: None,
         }
     }
 }
@@ -99,6 +103,10 @@ pub const CONTROLLERS: &[Entry] = &[
     Entry {
         name: "namespace-controller",
         start: namespace::start,
+    },
+    Entry {
+        name: "node-ipam-controller",
+        start: nodeipam::start,
     },
     Entry {
         name: "node-lifecycle-controller",
@@ -229,6 +237,7 @@ mod tests {
                 "endpointslice-controller",
                 "garbage-collector-controller",
                 "namespace-controller",
+                "node-ipam-controller",
                 "node-lifecycle-controller",
                 "replicaset-controller",
                 "serviceaccount-controller",

@@ -38,6 +38,15 @@ struct Flags {
     concurrent_gc_syncs: usize,
     #[arg(long, default_value_t = 10)]
     concurrent_namespace_syncs: usize,
+    /// Give every node a pod CIDR from --cluster-cidr.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    allocate_node_cidrs: bool,
+    /// The pods' CIDR (IPv4), which node pod CIDRs are carved from.
+    #[arg(long)]
+    cluster_cidr: Option<String>,
+    /// The prefix length of each node's pod CIDR.
+    #[arg(long, default_value_t = 24)]
+    node_cidr_mask_size: u8,
     /// How often node health is checked.
     #[arg(long, default_value = "5s", value_parser = common::parse_duration)]
     node_monitor_period: std::time::Duration,
@@ -79,7 +88,16 @@ async fn main() -> anyhow::Result<()> {
     if !(1..=1000).contains(&flags.max_endpoints_per_slice) {
         anyhow::bail!("--max-endpoints-per-slice must be between 1 and 1000");
     }
+    let node_cidrs = match (flags.allocate_node_cidrs, flags.cluster_cidr.as_deref()) {
+        (false, _) => None,
+        (true, None) => anyhow::bail!("--allocate-node-cidrs needs --cluster-cidr"),
+        (true, Some(c)) => Some(
+            controllers::nodeipam::Ranges::new(c, flags.node_cidr_mask_size)
+                .map_err(anyhow::Error::msg)?,
+        ),
+    };
     let settings = Arc::new(Settings {
+        node_cidrs,
         concurrent_endpoint_syncs: flags.concurrent_endpoint_syncs,
         concurrent_service_endpoint_syncs: flags.concurrent_service_endpoint_syncs,
         concurrent_serviceaccount_syncs: flags.concurrent_serviceaccount_syncs,

@@ -818,3 +818,54 @@ async fn silent_nodes_are_tainted_and_their_pods_evicted() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_get_distinct_pod_cidrs() {
+    let ts = TestServer::start();
+    let client = ts.client().await;
+    let nodes: Api<Node> = Api::all(client.clone());
+    // one node already holds a range: it is not handed out again
+    let taken: Node = serde_json::from_value(json!({"metadata": {"name": "old"},
+        "spec": {"podCIDR": "10.244.0.0/24", "podCIDRs": ["10.244.0.0/24"]}}))
+    .expect("node");
+    nodes
+        .create(&PostParams::default(), &taken)
+        .await
+        .expect("node");
+    let _kcm = Kcm::start(
+        &ts,
+        &[
+            "--leader-elect=false",
+            "--controllers=node-ipam-controller",
+            "--allocate-node-cidrs=true",
+            "--cluster-cidr=10.244.0.0/16",
+        ],
+    );
+    for name in ["a", "b", "c"] {
+        let n: Node = serde_json::from_value(json!({"metadata": {"name": name}})).expect("node");
+        nodes
+            .create(&PostParams::default(), &n)
+            .await
+            .expect("node");
+    }
+    let cidrs = eventually("a pod CIDR on every node", || async {
+        let list = nodes.list(&ListParams::default()).await.ok()?;
+        let cidrs: Vec<String> = list
+            .items
+            .iter()
+            .filter_map(|n| n.spec.as_ref()?.pod_cidr.clone())
+            .collect();
+        (cidrs.len() == 4).then_some(cidrs)
+    })
+    .await;
+    let mut unique = cidrs.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 4, "{cidrs:?}");
+    assert!(
+        cidrs
+            .iter()
+            .all(|c| c.starts_with("10.244.") && c.ends_with(".0/24")),
+        "{cidrs:?}"
+    );
+}
