@@ -446,6 +446,33 @@ async fn deployments_roll_out_and_back() {
     assert_eq!(images(&ts).trim(), "busybox:1=3@1");
 
     // a new image rolls out through a second ReplicaSet
+    // count ready pods through the whole rollout: maxUnavailable 0 means never below 3
+    let watcher = {
+        let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+        tokio::spawn(async move {
+            let mut min = usize::MAX;
+            for _ in 0..60 {
+                if let Ok(list) = pods.list(&ListParams::default().labels("app=roll")).await {
+                    let ready = list
+                        .items
+                        .iter()
+                        .filter(|p| p.metadata.deletion_timestamp.is_none())
+                        .filter(|p| {
+                            p.status
+                                .as_ref()
+                                .and_then(|s| s.conditions.as_ref())
+                                .is_some_and(|c| {
+                                    c.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                                })
+                        })
+                        .count();
+                    min = min.min(ready);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            min
+        })
+    };
     ts.kubectl_ok(&["set", "image", "deployment/roll", "c=busybox:2"]);
     let out = ts.kubectl_ok(&["rollout", "status", "deployment/roll", "--timeout=60s"]);
     assert!(out.contains("successfully rolled out"), "{out}");
@@ -453,6 +480,11 @@ async fn deployments_roll_out_and_back() {
     assert!(
         rs.contains("busybox:2=3@2") && rs.contains("busybox:1=0@1"),
         "{rs}"
+    );
+    let min_ready = watcher.await.expect("watcher");
+    assert!(
+        min_ready >= 3,
+        "ready pods dropped to {min_ready} during the rollout"
     );
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let live: Vec<String> = pods
