@@ -80,6 +80,22 @@ enum Cmd {
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
     },
+    /// Create DEPLOYMENTS Deployments of REPLICAS pods each in NAMESPACE (a
+    /// kube-controller-manager must run) and time until every pod exists.
+    ApiDeployments {
+        #[arg(long)]
+        kubeconfig: String,
+        #[arg(long, default_value = "default")]
+        namespace: String,
+        #[arg(long, default_value_t = 100)]
+        deployments: usize,
+        #[arg(long, default_value_t = 10)]
+        replicas: usize,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 600)]
+        timeout_seconds: u64,
+    },
     /// Wait until COUNT pods in NAMESPACE are bound; print when the last one was.
     WaitBound {
         #[arg(long)]
@@ -269,6 +285,67 @@ async fn main() -> Result<()> {
                 count,
                 secs,
                 json!({"concurrency": concurrency, "resource": resource}),
+            );
+        }
+        Cmd::ApiDeployments {
+            kubeconfig,
+            namespace,
+            deployments,
+            replicas,
+            concurrency,
+            timeout_seconds,
+        } => {
+            let client = kube_client(&kubeconfig).await?;
+            let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+                kube::Api::namespaced(client.clone(), &namespace);
+            let rv = pods
+                .list_metadata(&kube::api::ListParams::default().limit(1))
+                .await?
+                .metadata
+                .resource_version
+                .unwrap_or_default();
+            let want = deployments * replicas;
+            // count pods from a watch started before the first create
+            let watcher = tokio::spawn(async move {
+                let mut seen = std::collections::HashSet::new();
+                let mut rv = rv;
+                while seen.len() < want {
+                    let stream = pods
+                        .watch(&kube::api::WatchParams::default().timeout(60), &rv)
+                        .await?;
+                    futures::pin_mut!(stream);
+                    while let Some(ev) = stream.next().await {
+                        if let kube::api::WatchEvent::Added(p) = ev? {
+                            rv = p.metadata.resource_version.clone().unwrap_or(rv);
+                            seen.insert(p.metadata.name.unwrap_or_default());
+                            if seen.len() >= want {
+                                break;
+                            }
+                        }
+                    }
+                }
+                anyhow::Ok(Instant::now())
+            });
+            let start = Instant::now();
+            post_all(&client, "deployment", deployments, concurrency, |i| {
+                let mut template = pod("x");
+                template["metadata"] = json!({"labels": {"app": format!("d{i}")}});
+                let body = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                    "metadata": {"name": format!("d{i}")},
+                    "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": format!("d{i}")}},
+                             "template": {"metadata": template["metadata"], "spec": template["spec"]}}});
+                (format!("/apis/apps/v1/namespaces/{namespace}/deployments"), body)
+            })
+            .await?;
+            let done =
+                tokio::time::timeout(std::time::Duration::from_secs(timeout_seconds), watcher)
+                    .await
+                    .context("timed out waiting for the Deployments' pods")???;
+            report(
+                "api-deployments",
+                want,
+                done.duration_since(start).as_secs_f64(),
+                json!({"deployments": deployments, "replicas": replicas}),
             );
         }
         Cmd::ApiList {
