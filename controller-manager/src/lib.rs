@@ -9,6 +9,7 @@ pub mod garbagecollector;
 pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
+pub mod podgc;
 pub mod replicaset;
 pub mod serviceaccount;
 
@@ -49,6 +50,8 @@ pub struct Settings {
     pub large_cluster_size_threshold: usize,
     /// node pod CIDRs to hand out (--allocate-node-cidrs with --cluster-cidr)
     pub node_cidrs: Option<nodeipam::Ranges>,
+    /// terminated pods kept before the oldest are deleted (0: no limit)
+    pub terminated_pod_gc_threshold: usize,
 }
 
 impl Default for Settings {
@@ -69,6 +72,7 @@ impl Default for Settings {
             unhealthy_zone_threshold: 0.55,
             large_cluster_size_threshold: 50,
             node_cidrs: None,
+            terminated_pod_gc_threshold: 12500,
         }
     }
 }
@@ -111,6 +115,10 @@ pub const CONTROLLERS: &[Entry] = &[
     Entry {
         name: "node-lifecycle-controller",
         start: nodelifecycle::start,
+    },
+    Entry {
+        name: "pod-garbage-collector-controller",
+        start: podgc::start,
     },
     Entry {
         name: "replicaset-controller",
@@ -239,6 +247,7 @@ mod tests {
                 "namespace-controller",
                 "node-ipam-controller",
                 "node-lifecycle-controller",
+                "pod-garbage-collector-controller",
                 "replicaset-controller",
                 "serviceaccount-controller",
                 "taint-eviction-controller"

@@ -47,6 +47,9 @@ struct Flags {
     /// The prefix length of each node's pod CIDR.
     #[arg(long, default_value_t = 24)]
     node_cidr_mask_size: u8,
+    /// Terminated pods kept before the oldest are deleted (0 turns it off).
+    #[arg(long, default_value_t = 12500)]
+    terminated_pod_gc_threshold: usize,
     /// How often node health is checked.
     #[arg(long, default_value = "5s", value_parser = common::parse_duration)]
     node_monitor_period: std::time::Duration,
@@ -98,6 +101,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let settings = Arc::new(Settings {
         node_cidrs,
+        terminated_pod_gc_threshold: flags.terminated_pod_gc_threshold,
         concurrent_endpoint_syncs: flags.concurrent_endpoint_syncs,
         concurrent_service_endpoint_syncs: flags.concurrent_service_endpoint_syncs,
         concurrent_serviceaccount_syncs: flags.concurrent_serviceaccount_syncs,

@@ -901,3 +901,50 @@ async fn nodes_get_distinct_pod_cidrs() {
         "{cidrs:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminated_pods_over_the_threshold_are_collected() {
+    let ts = TestServer::start();
+    let client = ts.client().await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    for i in 0..4 {
+        let p: Pod = serde_json::from_value(
+            json!({"metadata": {"name": format!("done-{i}"), "labels": {"app": "done"}},
+            "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "busybox"}]}}),
+        )
+        .expect("pod");
+        pods.create(&PostParams::default(), &p).await.expect("pod");
+        pods.patch_status(
+            &format!("done-{i}"),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Succeeded"}})),
+        )
+        .await
+        .expect("status");
+        // distinct creation timestamps (seconds) so "oldest" is well defined
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    let _kcm = Kcm::start(
+        &ts,
+        &[
+            "--leader-elect=false",
+            "--controllers=pod-garbage-collector-controller",
+            "--terminated-pod-gc-threshold=2",
+        ],
+    );
+    let left = eventually("two terminated pods left", || async {
+        let l = pods
+            .list(&ListParams::default().labels("app=done"))
+            .await
+            .ok()?;
+        let mut names: Vec<String> = l
+            .items
+            .into_iter()
+            .filter_map(|p| p.metadata.name)
+            .collect();
+        names.sort();
+        (names.len() == 2).then_some(names)
+    })
+    .await;
+    assert_eq!(left, vec!["done-2", "done-3"], "the oldest go first");
+}
