@@ -6,6 +6,7 @@ pub mod deployment;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod garbagecollector;
+pub mod job;
 pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
@@ -52,6 +53,7 @@ pub struct Settings {
     pub node_cidrs: Option<nodeipam::Ranges>,
     /// terminated pods kept before the oldest are deleted (0: no limit)
     pub terminated_pod_gc_threshold: usize,
+    pub concurrent_job_syncs: usize,
 }
 
 impl Default for Settings {
@@ -73,6 +75,7 @@ impl Default for Settings {
             large_cluster_size_threshold: 50,
             node_cidrs: None,
             terminated_pod_gc_threshold: 12500,
+            concurrent_job_syncs: 5,
         }
     }
 }
@@ -103,6 +106,10 @@ pub const CONTROLLERS: &[Entry] = &[
     Entry {
         name: "garbage-collector-controller",
         start: garbagecollector::start,
+    },
+    Entry {
+        name: "job-controller",
+        start: job::start,
     },
     Entry {
         name: "namespace-controller",
@@ -244,6 +251,7 @@ mod tests {
                 "deployment-controller",
                 "endpointslice-controller",
                 "garbage-collector-controller",
+                "job-controller",
                 "namespace-controller",
                 "node-ipam-controller",
                 "node-lifecycle-controller",

@@ -36,6 +36,8 @@ struct Flags {
     concurrent_deployment_syncs: usize,
     #[arg(long, default_value_t = 20)]
     concurrent_gc_syncs: usize,
+    #[arg(long, default_value_t = 5)]
+    concurrent_job_syncs: usize,
     #[arg(long, default_value_t = 10)]
     concurrent_namespace_syncs: usize,
     /// Give every node a pod CIDR from --cluster-cidr.
@@ -102,6 +104,7 @@ async fn main() -> anyhow::Result<()> {
     let settings = Arc::new(Settings {
         node_cidrs,
         terminated_pod_gc_threshold: flags.terminated_pod_gc_threshold,
+        concurrent_job_syncs: flags.concurrent_job_syncs,
         concurrent_endpoint_syncs: flags.concurrent_endpoint_syncs,
         concurrent_service_endpoint_syncs: flags.concurrent_service_endpoint_syncs,
         concurrent_serviceaccount_syncs: flags.concurrent_serviceaccount_syncs,

@@ -152,7 +152,7 @@ impl Expectations {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn expect(&self, key: &str, created: &[String], deleted: &[String]) {
+    pub fn expect(&self, key: &str, created: &[String], deleted: &[String]) {
         let mut all = self.lock();
         let e = all.entry(key.to_string()).or_default();
         e.creations.extend(created.iter().cloned());
@@ -162,7 +162,7 @@ impl Expectations {
 
     /// Has the cache caught up with what this controller did for `key`?
     /// Creations must be visible; deletions gone or marked for deletion.
-    fn satisfied(&self, key: &str, pods: &Store<Pod>, ns: &str) -> bool {
+    pub fn satisfied(&self, key: &str, pods: &Store<Pod>, ns: &str) -> bool {
         let mut all = self.lock();
         let Some(e) = all.get_mut(key) else {
             return true;

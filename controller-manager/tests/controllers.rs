@@ -948,3 +948,114 @@ async fn terminated_pods_over_the_threshold_are_collected() {
     .await;
     assert_eq!(left, vec!["done-2", "done-3"], "the oldest go first");
 }
+
+/// Play the kubelet for job pods: each active pod labelled job-name=JOB ends in `phase`.
+fn finish_job_pods(
+    client: kube::Client,
+    job: &str,
+    phase: &'static str,
+) -> tokio::task::JoinHandle<usize> {
+    let pods: Api<Pod> = Api::namespaced(client, "default");
+    let selector = format!("batch.kubernetes.io/job-name={job}");
+    tokio::spawn(async move {
+        loop {
+            if let Ok(list) = pods.list(&ListParams::default().labels(&selector)).await {
+                let active: Vec<String> = list
+                    .items
+                    .iter()
+                    .filter(|p| {
+                        !matches!(
+                            p.status.as_ref().and_then(|s| s.phase.as_deref()),
+                            Some("Succeeded" | "Failed")
+                        )
+                    })
+                    .filter_map(|p| p.metadata.name.clone())
+                    .collect();
+                if let Some(name) = active.first() {
+                    let _ = pods
+                        .patch_status(
+                            name,
+                            &PatchParams::default(),
+                            &Patch::Merge(json!({"status": {"phase": phase}})),
+                        )
+                        .await;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_run_to_completion_or_fail() {
+    let ts = TestServer::start();
+    let client = ts.client().await;
+    let _kcm = Kcm::start(
+        &ts,
+        &["--leader-elect=false", "--controllers=job-controller"],
+    );
+    let kubelet = finish_job_pods(client.clone(), "work", "Succeeded");
+    ts.kubectl_stdin_ok(
+        &["apply", "-f", "-"],
+        "apiVersion: batch/v1\nkind: Job\nmetadata: {name: work}\nspec:\n  completions: 4\n  parallelism: 2\n  template:\n    spec: {restartPolicy: Never, containers: [{name: c, image: busybox}]}\n",
+    );
+    let out = ts.kubectl_ok(&[
+        "wait",
+        "--for=condition=complete",
+        "job/work",
+        "--timeout=60s",
+    ]);
+    assert!(out.contains("condition met"), "{out}");
+    let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(client.clone(), "default");
+    let status = jobs.get("work").await.expect("job").status.expect("status");
+    assert_eq!(status.succeeded, Some(4));
+    assert!(status.completion_time.is_some() && status.start_time.is_some());
+    kubelet.abort();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let created = pods
+        .list(&ListParams::default().labels("batch.kubernetes.io/job-name=work"))
+        .await
+        .expect("pods")
+        .items
+        .len();
+    assert_eq!(created, 4, "exactly completions pods, never more");
+    let events = ts.kubectl_ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=work",
+    ]);
+    assert!(
+        events.contains("Created pod: work-") && events.contains("Job completed"),
+        "{events}"
+    );
+
+    // a job whose pods keep failing stops at its backoff limit
+    let failing = finish_job_pods(client.clone(), "doomed", "Failed");
+    ts.kubectl_stdin_ok(
+        &["apply", "-f", "-"],
+        "apiVersion: batch/v1\nkind: Job\nmetadata: {name: doomed}\nspec:\n  backoffLimit: 1\n  template:\n    spec: {restartPolicy: Never, containers: [{name: c, image: busybox}]}\n",
+    );
+    let out = ts.kubectl_ok(&[
+        "wait",
+        "--for=condition=failed",
+        "job/doomed",
+        "--timeout=60s",
+    ]);
+    assert!(out.contains("condition met"), "{out}");
+    let status = jobs
+        .get("doomed")
+        .await
+        .expect("job")
+        .status
+        .expect("status");
+    assert_eq!(status.failed, Some(2));
+    let reason = status
+        .conditions
+        .unwrap_or_default()
+        .into_iter()
+        .find(|c| c.type_ == "Failed")
+        .and_then(|c| c.reason);
+    assert_eq!(reason.as_deref(), Some("BackoffLimitExceeded"));
+    failing.abort();
+}
