@@ -13,6 +13,7 @@ pub mod nodelifecycle;
 pub mod podgc;
 pub mod replicaset;
 pub mod serviceaccount;
+pub mod ttlafterfinished;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -139,6 +140,10 @@ pub const CONTROLLERS: &[Entry] = &[
         name: "taint-eviction-controller",
         start: nodelifecycle::start_taint_eviction,
     },
+    Entry {
+        name: "ttl-after-finished-controller",
+        start: ttlafterfinished::start,
+    },
 ];
 
 /// Which controllers `--controllers` turns on: `*` for all defaults, `name`
@@ -258,7 +263,8 @@ mod tests {
                 "pod-garbage-collector-controller",
                 "replicaset-controller",
                 "serviceaccount-controller",
-                "taint-eviction-controller"
+                "taint-eviction-controller",
+                "ttl-after-finished-controller"
             ]
         );
         assert_eq!(

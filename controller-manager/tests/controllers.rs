@@ -992,7 +992,10 @@ async fn jobs_run_to_completion_or_fail() {
     let client = ts.client().await;
     let _kcm = Kcm::start(
         &ts,
-        &["--leader-elect=false", "--controllers=job-controller"],
+        &[
+            "--leader-elect=false",
+            "--controllers=job-controller,ttl-after-finished-controller,garbage-collector-controller",
+        ],
     );
     let kubelet = finish_job_pods(client.clone(), "work", "Succeeded");
     ts.kubectl_stdin_ok(
@@ -1058,4 +1061,23 @@ async fn jobs_run_to_completion_or_fail() {
         .and_then(|c| c.reason);
     assert_eq!(reason.as_deref(), Some("BackoffLimitExceeded"));
     failing.abort();
+
+    // a finished job with ttlSecondsAfterFinished goes, and its pods with it
+    ts.kubectl_ok(&[
+        "patch",
+        "job",
+        "work",
+        "--type=merge",
+        "-p",
+        "{\"spec\":{\"ttlSecondsAfterFinished\":1}}",
+    ]);
+    eventually(
+        "the finished job and its pods deleted after the TTL",
+        || async {
+            let gone = jobs.get_opt("work").await.ok()?.is_none();
+            let left = count_pods(&pods, "batch.kubernetes.io/job-name=work").await;
+            (gone && left == 0).then_some(())
+        },
+    )
+    .await;
 }
