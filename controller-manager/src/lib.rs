@@ -2,6 +2,7 @@
 //! with upstream's `--controllers`, sharing one informer cache, each driven by
 //! a work queue of object keys with upstream's retry semantics.
 
+pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub mod endpointslice;
@@ -55,6 +56,7 @@ pub struct Settings {
     /// terminated pods kept before the oldest are deleted (0: no limit)
     pub terminated_pod_gc_threshold: usize,
     pub concurrent_job_syncs: usize,
+    pub concurrent_daemonset_syncs: usize,
 }
 
 impl Default for Settings {
@@ -77,6 +79,7 @@ impl Default for Settings {
             node_cidrs: None,
             terminated_pod_gc_threshold: 12500,
             concurrent_job_syncs: 5,
+            concurrent_daemonset_syncs: 2,
         }
     }
 }
@@ -92,6 +95,10 @@ pub struct Entry {
 
 /// Every controller this binary has, in upstream's names.
 pub const CONTROLLERS: &[Entry] = &[
+    Entry {
+        name: "daemonset-controller",
+        start: daemonset::start,
+    },
     Entry {
         name: "deployment-controller",
         start: deployment::start,
@@ -253,6 +260,7 @@ mod tests {
         assert_eq!(
             names(&["*", "-endpoints-controller"]).expect("minus"),
             vec![
+                "daemonset-controller",
                 "deployment-controller",
                 "endpointslice-controller",
                 "garbage-collector-controller",

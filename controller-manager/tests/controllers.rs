@@ -1081,3 +1081,97 @@ async fn jobs_run_to_completion_or_fail() {
     )
     .await;
 }
+
+/// node name -> image of the DaemonSet's live pods, from their node affinity.
+async fn daemon_pods(pods: &Api<Pod>) -> std::collections::BTreeMap<String, String> {
+    let list = pods
+        .list(&ListParams::default().labels("app=daemon"))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    list.into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| {
+            let spec = p.spec?;
+            let node = spec
+                .affinity?
+                .node_affinity?
+                .required_during_scheduling_ignored_during_execution?
+                .node_selector_terms
+                .first()?
+                .match_fields
+                .as_ref()?
+                .first()?
+                .values
+                .as_ref()?
+                .first()?
+                .clone();
+            Some((node, spec.containers.first()?.image.clone()?))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemonsets_run_one_pod_per_eligible_node() {
+    let ts = TestServer::start();
+    let client = ts.client().await;
+    let nodes: Api<Node> = Api::all(client.clone());
+    for (name, role) in [("w1", "worker"), ("w2", "worker"), ("m1", "master")] {
+        let n: Node =
+            serde_json::from_value(json!({"metadata": {"name": name, "labels": {"role": role}}}))
+                .expect("node");
+        nodes
+            .create(&PostParams::default(), &n)
+            .await
+            .expect("node");
+    }
+    let _kcm = Kcm::start(
+        &ts,
+        &["--leader-elect=false", "--controllers=daemonset-controller"],
+    );
+    let ready = mark_pods_ready(client.clone(), "default");
+    ts.kubectl_stdin_ok(
+        &["apply", "-f", "-"],
+        "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: daemon}\nspec:\n  selector: {matchLabels: {app: daemon}}\n  template:\n    metadata: {labels: {app: daemon}}\n    spec: {nodeSelector: {role: worker}, containers: [{name: c, image: 'busybox:1'}]}\n",
+    );
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let want = |pairs: &[(&str, &str)]| -> std::collections::BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(n, i)| (n.to_string(), i.to_string()))
+            .collect()
+    };
+    eventually("a pod on each worker", || async {
+        (daemon_pods(&pods).await == want(&[("w1", "busybox:1"), ("w2", "busybox:1")]))
+            .then_some(())
+    })
+    .await;
+    let sets: Api<k8s_openapi::api::apps::v1::DaemonSet> =
+        Api::namespaced(client.clone(), "default");
+    eventually("status: 2 desired, 2 ready", || async {
+        let s = sets.get("daemon").await.ok()?.status?;
+        (s.desired_number_scheduled == 2 && s.number_ready == 2 && s.number_misscheduled == 0)
+            .then_some(())
+    })
+    .await;
+
+    // a node becomes eligible: it gets a pod; one stops being eligible: its pod goes
+    ts.kubectl_ok(&["label", "node", "m1", "role=worker", "--overwrite"]);
+    ts.kubectl_ok(&["label", "node", "w2", "role=gone", "--overwrite"]);
+    eventually("pods follow the node labels", || async {
+        (daemon_pods(&pods).await == want(&[("m1", "busybox:1"), ("w1", "busybox:1")]))
+            .then_some(())
+    })
+    .await;
+
+    // a new template rolls over every node
+    ts.kubectl_ok(&["set", "image", "daemonset/daemon", "c=busybox:2"]);
+    eventually("every pod on the new template", || async {
+        (daemon_pods(&pods).await == want(&[("m1", "busybox:2"), ("w1", "busybox:2")]))
+            .then_some(())
+    })
+    .await;
+    let get = ts.kubectl_ok(&["get", "ds", "daemon"]);
+    assert!(get.contains("daemon"), "{get}");
+    ready.abort();
+}
