@@ -2,6 +2,7 @@
 //! with upstream's `--controllers`, sharing one informer cache, each driven by
 //! a work queue of object keys with upstream's retry semantics.
 
+pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
@@ -57,6 +58,7 @@ pub struct Settings {
     pub terminated_pod_gc_threshold: usize,
     pub concurrent_job_syncs: usize,
     pub concurrent_daemonset_syncs: usize,
+    pub concurrent_cron_job_syncs: usize,
 }
 
 impl Default for Settings {
@@ -80,6 +82,7 @@ impl Default for Settings {
             terminated_pod_gc_threshold: 12500,
             concurrent_job_syncs: 5,
             concurrent_daemonset_syncs: 2,
+            concurrent_cron_job_syncs: 5,
         }
     }
 }
@@ -95,6 +98,10 @@ pub struct Entry {
 
 /// Every controller this binary has, in upstream's names.
 pub const CONTROLLERS: &[Entry] = &[
+    Entry {
+        name: "cronjob-controller",
+        start: cronjob::start,
+    },
     Entry {
         name: "daemonset-controller",
         start: daemonset::start,
@@ -260,6 +267,7 @@ mod tests {
         assert_eq!(
             names(&["*", "-endpoints-controller"]).expect("minus"),
             vec![
+                "cronjob-controller",
                 "daemonset-controller",
                 "deployment-controller",
                 "endpointslice-controller",

@@ -1175,3 +1175,99 @@ async fn daemonsets_run_one_pod_per_eligible_node() {
     assert!(get.contains("daemon"), "{get}");
     ready.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cronjobs_start_jobs_when_due() {
+    let ts = TestServer::start();
+    let client = ts.client().await;
+    let _kcm = Kcm::start(
+        &ts,
+        &["--leader-elect=false", "--controllers=cronjob-controller"],
+    );
+    ts.kubectl_stdin_ok(
+        &["apply", "-f", "-"],
+        "apiVersion: batch/v1\nkind: CronJob\nmetadata: {name: tick}\nspec:\n  schedule: '* * * * *'\n  concurrencyPolicy: Forbid\n  jobTemplate:\n    spec:\n      template:\n        spec: {restartPolicy: Never, containers: [{name: c, image: busybox}]}\n",
+    );
+    let crons: Api<k8s_openapi::api::batch::v1::CronJob> =
+        Api::namespaced(client.clone(), "default");
+    let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(client.clone(), "default");
+    // pretend the last run was minutes ago: a run is due now
+    let rewind = || async {
+        let past = k8s_openapi::jiff::Timestamp::now().as_second() / 60 * 60 - 180;
+        let t = k8s_openapi::jiff::Timestamp::from_second(past)
+            .expect("ts")
+            .to_string();
+        crons
+            .patch_status(
+                "tick",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"lastScheduleTime": t}})),
+            )
+            .await
+            .expect("rewind");
+    };
+    rewind().await;
+    let job = eventually("a Job for the due time", || async {
+        jobs.list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .next()
+    })
+    .await;
+    let name = job.metadata.name.clone().unwrap_or_default();
+    let minute = k8s_openapi::jiff::Timestamp::now().as_second() / 60;
+    assert!(
+        name == format!("tick-{minute}") || name == format!("tick-{}", minute - 1),
+        "{name}"
+    );
+    assert!(job
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key("batch.kubernetes.io/cronjob-scheduled-timestamp")));
+    eventually("status.active names the job", || async {
+        let s = crons.get("tick").await.ok()?.status?;
+        (s.active?
+            .iter()
+            .any(|r| r.name.as_deref() == Some(name.as_str())))
+        .then_some(())
+    })
+    .await;
+
+    // Forbid: while it runs, a due time starts nothing
+    rewind().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        jobs.list(&ListParams::default())
+            .await
+            .expect("jobs")
+            .items
+            .len(),
+        1
+    );
+
+    // it completes: lastSuccessfulTime
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    jobs.patch_status(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"completionTime": now, "startTime": now,
+            "conditions": [{"type": "Complete", "status": "True"}]}})),
+    )
+    .await
+    .expect("complete");
+    eventually("lastSuccessfulTime and no active job", || async {
+        let s = crons.get("tick").await.ok()?.status?;
+        (s.last_successful_time.is_some() && s.active.unwrap_or_default().is_empty()).then_some(())
+    })
+    .await;
+    let events = ts.kubectl_ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=tick",
+    ]);
+    assert!(events.contains(&format!("Created job {name}")), "{events}");
+}
