@@ -15,6 +15,7 @@ pub mod nodelifecycle;
 pub mod podgc;
 pub mod replicaset;
 pub mod serviceaccount;
+pub mod statefulset;
 pub mod ttlafterfinished;
 
 use std::future::Future;
@@ -59,6 +60,7 @@ pub struct Settings {
     pub concurrent_job_syncs: usize,
     pub concurrent_daemonset_syncs: usize,
     pub concurrent_cron_job_syncs: usize,
+    pub concurrent_statefulset_syncs: usize,
 }
 
 impl Default for Settings {
@@ -83,6 +85,7 @@ impl Default for Settings {
             concurrent_job_syncs: 5,
             concurrent_daemonset_syncs: 2,
             concurrent_cron_job_syncs: 5,
+            concurrent_statefulset_syncs: 5,
         }
     }
 }
@@ -149,6 +152,10 @@ pub const CONTROLLERS: &[Entry] = &[
     Entry {
         name: "serviceaccount-controller",
         start: serviceaccount::start,
+    },
+    Entry {
+        name: "statefulset-controller",
+        start: statefulset::start,
     },
     Entry {
         name: "taint-eviction-controller",
@@ -279,6 +286,7 @@ mod tests {
                 "pod-garbage-collector-controller",
                 "replicaset-controller",
                 "serviceaccount-controller",
+                "statefulset-controller",
                 "taint-eviction-controller",
                 "ttl-after-finished-controller"
             ]

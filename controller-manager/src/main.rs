@@ -42,6 +42,8 @@ struct Flags {
     concurrent_daemonset_syncs: usize,
     #[arg(long, default_value_t = 5)]
     concurrent_cron_job_syncs: usize,
+    #[arg(long, default_value_t = 5)]
+    concurrent_statefulset_syncs: usize,
     #[arg(long, default_value_t = 10)]
     concurrent_namespace_syncs: usize,
     /// Give every node a pod CIDR from --cluster-cidr.
@@ -111,6 +113,7 @@ async fn main() -> anyhow::Result<()> {
         concurrent_job_syncs: flags.concurrent_job_syncs,
         concurrent_daemonset_syncs: flags.concurrent_daemonset_syncs,
         concurrent_cron_job_syncs: flags.concurrent_cron_job_syncs,
+        concurrent_statefulset_syncs: flags.concurrent_statefulset_syncs,
         concurrent_endpoint_syncs: flags.concurrent_endpoint_syncs,
         concurrent_service_endpoint_syncs: flags.concurrent_service_endpoint_syncs,
         concurrent_serviceaccount_syncs: flags.concurrent_serviceaccount_syncs,

@@ -1271,3 +1271,111 @@ async fn cronjobs_start_jobs_when_due() {
     ]);
     assert!(events.contains(&format!("Created job {name}")), "{events}");
 }
+
+async fn sts_pods(pods: &Api<Pod>) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = pods
+        .list(&ListParams::default().labels("app=sts"))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| {
+            let image = p.spec.as_ref()?.containers.first()?.image.clone()?;
+            Some((p.metadata.name?, image))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statefulsets_keep_names_order_and_storage() {
+    let ts = TestServer::start();
+    let client = ts.client().await;
+    let _kcm = Kcm::start(
+        &ts,
+        &[
+            "--leader-elect=false",
+            "--controllers=statefulset-controller",
+        ],
+    );
+    ts.kubectl_stdin_ok(
+        &["apply", "-f", "-"],
+        "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: db}\nspec:\n  replicas: 3\n  serviceName: db\n  selector: {matchLabels: {app: sts}}\n  template:\n    metadata: {labels: {app: sts}}\n    spec: {containers: [{name: c, image: 'busybox:1'}]}\n  volumeClaimTemplates:\n  - metadata: {name: data}\n    spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}\n",
+    );
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let one = |n: &str, i: &str| (n.to_string(), i.to_string());
+    eventually("db-0 first", || async {
+        (sts_pods(&pods).await == [one("db-0", "busybox:1")]).then_some(())
+    })
+    .await;
+    // OrderedReady: nothing more until db-0 is Running and Ready
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(sts_pods(&pods).await, [one("db-0", "busybox:1")]);
+    let p0 = pods.get("db-0").await.expect("db-0");
+    let spec = p0.spec.expect("spec");
+    assert_eq!(
+        (spec.hostname.as_deref(), spec.subdomain.as_deref()),
+        (Some("db-0"), Some("db"))
+    );
+    let claim = spec
+        .volumes
+        .unwrap_or_default()
+        .into_iter()
+        .find_map(|v| v.persistent_volume_claim)
+        .map(|c| c.claim_name);
+    assert_eq!(claim.as_deref(), Some("data-db-0"));
+
+    let ready = mark_pods_ready(client.clone(), "default");
+    eventually("db-0, db-1, db-2", || async {
+        (sts_pods(&pods).await
+            == [
+                one("db-0", "busybox:1"),
+                one("db-1", "busybox:1"),
+                one("db-2", "busybox:1"),
+            ])
+        .then_some(())
+    })
+    .await;
+    let claims: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+        Api::namespaced(client.clone(), "default");
+    for c in ["data-db-0", "data-db-1", "data-db-2"] {
+        assert!(claims.get_opt(c).await.expect("claim").is_some(), "{c}");
+    }
+
+    // a new template rolls from the highest ordinal down
+    ts.kubectl_ok(&["set", "image", "statefulset/db", "c=busybox:2"]);
+    eventually("every pod on the new template", || async {
+        (sts_pods(&pods).await
+            == [
+                one("db-0", "busybox:2"),
+                one("db-1", "busybox:2"),
+                one("db-2", "busybox:2"),
+            ])
+        .then_some(())
+    })
+    .await;
+    let sets: Api<k8s_openapi::api::apps::v1::StatefulSet> =
+        Api::namespaced(client.clone(), "default");
+    eventually("currentRevision caught up with updateRevision", || async {
+        let s = sets.get("db").await.ok()?.status?;
+        (s.current_revision.is_some()
+            && s.current_revision == s.update_revision
+            && s.ready_replicas == Some(3))
+        .then_some(())
+    })
+    .await;
+
+    // scale down removes the highest ordinals; claims stay
+    ts.kubectl_ok(&["scale", "statefulset", "db", "--replicas=1"]);
+    eventually("only db-0 left", || async {
+        (sts_pods(&pods).await == [one("db-0", "busybox:2")]).then_some(())
+    })
+    .await;
+    assert!(
+        claims.get_opt("data-db-2").await.expect("claim").is_some(),
+        "claims outlive their pods"
+    );
+    ready.abort();
+}
