@@ -54,6 +54,20 @@ fn add_pod(info: &mut NodeInfo, p: Arc<Pod>) {
     info.pods.push(p);
 }
 
+/// Do two versions of a pod count the same on their node (requests, host
+/// ports, labels and affinity, which is all node infos and plugins read)?
+fn same_for_scheduling(a: &Pod, b: &Pod) -> bool {
+    a.metadata.labels == b.metadata.labels
+        && a.metadata.namespace == b.metadata.namespace
+        && a.metadata.deletion_timestamp.is_some() == b.metadata.deletion_timestamp.is_some()
+        && pod_requests(a, false) == pod_requests(b, false)
+        && pod_requests(a, true) == pod_requests(b, true)
+        && host_ports(a) == host_ports(b)
+        && a.spec.as_ref().map(|s| &s.affinity) == b.spec.as_ref().map(|s| &s.affinity)
+        && a.spec.as_ref().map(|s| &s.topology_spread_constraints)
+            == b.spec.as_ref().map(|s| &s.topology_spread_constraints)
+}
+
 fn terminal(pod: &Pod) -> bool {
     matches!(
         pod.status.as_ref().and_then(|s| s.phase.as_deref()),
@@ -155,15 +169,17 @@ impl Cache {
                 self.rebuild(&old);
             }
         }
-        let replaced = self
+        let previous = self
             .node_pods
             .entry(node.to_string())
             .or_default()
-            .insert(key, pod.clone())
-            .is_some();
-        match (replaced, self.index.get(node).copied()) {
+            .insert(key, pod.clone());
+        match (previous, self.index.get(node).copied()) {
             // a new pod on a known node: add it to the node's info without a rebuild
-            (false, Some(i)) => add_pod(Arc::make_mut(&mut Arc::make_mut(&mut self.infos)[i]), pod),
+            (None, Some(i)) => add_pod(Arc::make_mut(&mut Arc::make_mut(&mut self.infos)[i]), pod),
+            // the bind of an assumed pod, or an update nothing here reads:
+            // the node's info stays as it is (no copy of the node list)
+            (Some(prev), Some(_)) if same_for_scheduling(&prev, &pod) => {}
             _ => self.rebuild(node),
         }
     }
@@ -247,5 +263,22 @@ mod tests {
         assert_eq!(s.nodes.len(), 1);
         assert_eq!(s.get("a").map(|n| n.requested.milli_cpu), Some(0));
         assert!(s.get("b").is_none());
+    }
+
+    #[test]
+    fn a_bind_confirming_an_assumption_copies_nothing() {
+        let mut c = Cache::default();
+        c.upsert_node(node("a"));
+        c.assume(&pod("q", "", "2"), "a");
+        let held = c.snapshot();
+        // the informer reports the bind: same node, same requests
+        c.upsert_pod(pod("q", "a", "2"));
+        assert!(
+            Arc::ptr_eq(&held.nodes, &c.snapshot().nodes),
+            "the node list was copied for a bind that changes nothing"
+        );
+        // a change that matters is seen
+        c.upsert_pod(pod("q", "a", "3"));
+        assert_eq!(c.snapshot().get("a").map(|n| n.requested.milli_cpu), Some(3000));
     }
 }
