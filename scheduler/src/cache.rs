@@ -279,6 +279,9 @@ mod tests {
         );
         // a change that matters is seen
         c.upsert_pod(pod("q", "a", "3"));
-        assert_eq!(c.snapshot().get("a").map(|n| n.requested.milli_cpu), Some(3000));
+        assert_eq!(
+            c.snapshot().get("a").map(|n| n.requested.milli_cpu),
+            Some(3000)
+        );
     }
 }
