@@ -26,6 +26,9 @@ pub fn node_info(node: Arc<Node>, pods: Vec<Arc<Pod>>) -> NodeInfo {
     let mut info = NodeInfo {
         allocatable: allocatable(&node),
         images: Arc::new(node_images(&node)),
+        plain: node.spec.as_ref().is_none_or(|s| {
+            !s.unschedulable.unwrap_or(false) && s.taints.as_ref().is_none_or(Vec::is_empty)
+        }),
         node,
         pods: Vec::new(),
         requested: Default::default(),

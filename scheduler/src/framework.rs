@@ -97,6 +97,9 @@ pub struct NodeInfo {
     pub used_ports: HashSet<(String, String, i32)>,
     /// the node's images (normalised names) and their sizes, from its status
     pub images: Arc<HashMap<String, i64>>,
+    /// schedulable and without taints: the taint plugins need not look at the
+    /// node object (which would cost a cache miss per node per cycle)
+    pub plain: bool,
 }
 
 impl NodeInfo {

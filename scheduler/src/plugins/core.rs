@@ -44,6 +44,9 @@ impl Plugin for NodeUnschedulable {
 }
 impl Filter for NodeUnschedulable {
     fn filter(&self, _: &CycleState, pod: &Pod, node: &NodeInfo) -> Status {
+        if node.plain {
+            return Status::success();
+        }
         let unschedulable = node
             .node
             .spec
@@ -359,6 +362,9 @@ impl Plugin for TaintToleration {
 }
 impl Filter for TaintToleration {
     fn filter(&self, _: &CycleState, pod: &Pod, node: &NodeInfo) -> Status {
+        if node.plain {
+            return Status::success();
+        }
         let taints = node
             .node
             .spec
@@ -385,6 +391,9 @@ impl Filter for TaintToleration {
 }
 impl Score for TaintToleration {
     fn score(&self, _: &CycleState, pod: &Pod, node: &NodeInfo) -> Result<i64, Status> {
+        if node.plain {
+            return Ok(0);
+        }
         let taints = node
             .node
             .spec
