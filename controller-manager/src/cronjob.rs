@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::events::{EventType, Recorder};
-use common::informers::Change;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -198,36 +197,12 @@ async fn run(ctx: Ctx) {
     let cronjobs = ctx.informers.get::<CronJob>();
     let jobs = ctx.informers.get::<Job>();
     let q = queue();
-    let (mut cj_c, mut job_c) = (cronjobs.subscribe(), jobs.subscribe());
+    let feeder = crate::feed(q.clone(), &cronjobs, &jobs, "CronJob");
     cronjobs.wait_synced().await;
     jobs.wait_synced().await;
     for c in cronjobs.store().state() {
         q.add(key_of(&c.metadata));
     }
-    let feeder = {
-        let q = q.clone();
-        tokio::spawn(async move {
-            use tokio::sync::broadcast::error::RecvError;
-            loop {
-                tokio::select! {
-                    c = cj_c.recv() => match c {
-                        Ok(Change::Applied(c)) => q.add(key_of(&c.metadata)),
-                        Err(RecvError::Closed) => return,
-                        _ => {}
-                    },
-                    c = job_c.recv() => match c {
-                        Ok(Change::Applied(j) | Change::Deleted(j)) => {
-                            if let Some(o) = controller_of(&j.metadata).filter(|o| o.kind == "CronJob") {
-                                q.add(format!("{}/{}", j.metadata.namespace.as_deref().unwrap_or_default(), o.name));
-                            }
-                        }
-                        Err(RecvError::Closed) => return,
-                        _ => {}
-                    },
-                }
-            }
-        })
-    };
     let c = Arc::new(Controller {
         recorder: Recorder::new(ctx.client.clone(), "cronjob-controller", None),
         client: ctx.client.clone(),
@@ -246,18 +221,6 @@ async fn run(ctx: Ctx) {
     )
     .await;
     feeder.abort();
-}
-
-fn cj_ref(c: &CronJob) -> ObjectReference {
-    ObjectReference {
-        api_version: Some("batch/v1".into()),
-        kind: Some("CronJob".into()),
-        name: c.metadata.name.clone(),
-        namespace: c.metadata.namespace.clone(),
-        uid: c.metadata.uid.clone(),
-        resource_version: c.metadata.resource_version.clone(),
-        ..Default::default()
-    }
 }
 
 /// "Complete" or "Failed" once a job has finished.
@@ -330,7 +293,7 @@ impl Controller {
         let tz = spec.time_zone.as_deref().unwrap_or("UTC");
         if tz != "UTC" && tz != "Etc/UTC" {
             self.recorder.emit(
-                &cj_ref(&cj),
+                &crate::object_ref(&*cj),
                 EventType::Warning,
                 "UnknownTimeZone",
                 &format!("invalid timeZone: {tz:?}: only UTC is supported"),
@@ -341,7 +304,7 @@ impl Controller {
             Ok(s) => s,
             Err(e) => {
                 self.recorder.emit(
-                    &cj_ref(&cj),
+                    &crate::object_ref(&*cj),
                     EventType::Warning,
                     "UnparseableSchedule",
                     &format!("unparseable schedule: {e}"),
@@ -358,7 +321,7 @@ impl Controller {
         let (due, count) = missed(&schedule, since, now);
         if count > 100 {
             self.recorder.emit(
-                &cj_ref(&cj),
+                &crate::object_ref(&*cj),
                 EventType::Warning,
                 "TooManyMissedTimes",
                 "too many missed start times (> 100); check clock skew",
@@ -370,7 +333,7 @@ impl Controller {
             let policy = spec.concurrency_policy.as_deref().unwrap_or("Allow");
             if late {
                 self.recorder.emit(
-                    &cj_ref(&cj),
+                    &crate::object_ref(&*cj),
                     EventType::Warning,
                     "MissSchedule",
                     &format!("Missed scheduled time to start a job: {}", ts(t)),
@@ -458,7 +421,7 @@ impl Controller {
         match api.create(&PostParams::default(), &job).await {
             Ok(j) => {
                 self.recorder.emit(
-                    &cj_ref(cj),
+                    &crate::object_ref(cj),
                     EventType::Normal,
                     "SuccessfulCreate",
                     &format!(
@@ -472,7 +435,7 @@ impl Controller {
             Err(kube::Error::Api(e)) if e.code == 409 => Ok(None),
             Err(e) => {
                 self.recorder.emit(
-                    &cj_ref(cj),
+                    &crate::object_ref(cj),
                     EventType::Warning,
                     "FailedCreate",
                     &format!("Error creating job: {e}"),
@@ -487,7 +450,7 @@ impl Controller {
         match api.delete(name, &DeleteParams::background()).await {
             Ok(_) => {
                 self.recorder.emit(
-                    &cj_ref(cj),
+                    &crate::object_ref(cj),
                     EventType::Normal,
                     "SuccessfulDelete",
                     &format!("Deleted job {name}"),

@@ -14,11 +14,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use common::events::{EventType, Recorder};
-use common::informers::Change;
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{
-    Node, NodeSelectorRequirement, ObjectReference, Pod, Taint, Toleration,
-};
+use k8s_openapi::api::core::v1::{Node, NodeSelectorRequirement, Pod, Taint, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -178,48 +175,28 @@ async fn run(ctx: Ctx) {
     let nodes = ctx.informers.get::<Node>();
     let pods = ctx.informers.get::<Pod>();
     let q = queue();
-    let (mut ds_c, mut node_c, mut pod_c) = (sets.subscribe(), nodes.subscribe(), pods.subscribe());
+    let feeder = crate::feed(q.clone(), &sets, &pods, "DaemonSet");
+    // any node change may change where daemons belong
+    let node_feeder = {
+        let (q, store, mut changes) = (q.clone(), sets.store(), nodes.subscribe());
+        tokio::spawn(async move {
+            while !matches!(
+                changes.recv().await,
+                Err(tokio::sync::broadcast::error::RecvError::Closed)
+            ) {
+                store
+                    .state()
+                    .iter()
+                    .for_each(|d| q.add(key_of(&d.metadata)));
+            }
+        })
+    };
     sets.wait_synced().await;
     nodes.wait_synced().await;
     pods.wait_synced().await;
     for d in sets.store().state() {
         q.add(key_of(&d.metadata));
     }
-    let feeder = {
-        let (q, store) = (q.clone(), sets.store());
-        tokio::spawn(async move {
-            use tokio::sync::broadcast::error::RecvError;
-            let all = |q: &Arc<common::workqueue::WorkQueue<String>>| {
-                store
-                    .state()
-                    .iter()
-                    .for_each(|d| q.add(key_of(&d.metadata)))
-            };
-            loop {
-                tokio::select! {
-                    c = ds_c.recv() => match c {
-                        Ok(Change::Applied(d) | Change::Deleted(d)) => q.add(key_of(&d.metadata)),
-                        Err(RecvError::Closed) => return,
-                        Err(RecvError::Lagged(_)) => all(&q),
-                    },
-                    // any node change may change where daemons belong
-                    c = node_c.recv() => match c {
-                        Err(RecvError::Closed) => return,
-                        _ => all(&q),
-                    },
-                    c = pod_c.recv() => match c {
-                        Ok(Change::Applied(p) | Change::Deleted(p)) => {
-                            if let Some(o) = controller_of(&p.metadata).filter(|o| o.kind == "DaemonSet") {
-                                q.add(format!("{}/{}", p.metadata.namespace.as_deref().unwrap_or_default(), o.name));
-                            }
-                        }
-                        Err(RecvError::Closed) => return,
-                        Err(RecvError::Lagged(_)) => all(&q),
-                    },
-                }
-            }
-        })
-    };
     let c = Arc::new(Controller {
         recorder: Recorder::new(ctx.client.clone(), "daemonset-controller", None),
         client: ctx.client.clone(),
@@ -240,18 +217,7 @@ async fn run(ctx: Ctx) {
     )
     .await;
     feeder.abort();
-}
-
-fn ds_ref(d: &DaemonSet) -> ObjectReference {
-    ObjectReference {
-        api_version: Some("apps/v1".into()),
-        kind: Some("DaemonSet".into()),
-        name: d.metadata.name.clone(),
-        namespace: d.metadata.namespace.clone(),
-        uid: d.metadata.uid.clone(),
-        resource_version: d.metadata.resource_version.clone(),
-        ..Default::default()
-    }
+    node_feeder.abort();
 }
 
 impl Controller {
@@ -365,7 +331,7 @@ impl Controller {
                     .expect(key, &[], std::slice::from_ref(&pod_name));
                 match api.delete(&pod_name, &DeleteParams::default()).await {
                     Ok(_) => self.recorder.emit(
-                        &ds_ref(&ds),
+                        &crate::object_ref(&*ds),
                         EventType::Normal,
                         "SuccessfulDelete",
                         &format!("Deleted pod: {pod_name}"),
@@ -467,7 +433,7 @@ impl Controller {
                 self.expectations
                     .expect(key, std::slice::from_ref(&pod_name), &[]);
                 self.recorder.emit(
-                    &ds_ref(ds),
+                    &crate::object_ref(ds),
                     EventType::Normal,
                     "SuccessfulCreate",
                     &format!("Created pod: {pod_name}"),
@@ -479,7 +445,7 @@ impl Controller {
             }
             Err(e) => {
                 self.recorder.emit(
-                    &ds_ref(ds),
+                    &crate::object_ref(ds),
                     EventType::Warning,
                     "FailedCreate",
                     &format!("Error creating: {e}"),

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use common::events::{EventType, Recorder};
 use common::informers::Change;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentCondition, ReplicaSet};
-use k8s_openapi::api::core::v1::{ObjectReference, Pod, PodTemplateSpec};
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -163,68 +163,37 @@ async fn run(ctx: Ctx) {
     let sets = ctx.informers.get::<ReplicaSet>();
     let pods = ctx.informers.get::<Pod>();
     let q = queue();
-    let (mut d_c, mut rs_c, mut pod_c) =
-        (deployments.subscribe(), sets.subscribe(), pods.subscribe());
+    let feeder = crate::feed(q.clone(), &deployments, &sets, "Deployment");
+    // Recreate waits for old pods to be gone
+    let pod_feeder = {
+        let (q, rs_store, mut changes) = (q.clone(), sets.store(), pods.subscribe());
+        tokio::spawn(async move {
+            use tokio::sync::broadcast::error::RecvError;
+            loop {
+                match changes.recv().await {
+                    Ok(Change::Deleted(p)) => {
+                        let rs = crate::owner_key(&p.metadata, "ReplicaSet").and_then(|k| {
+                            let (ns, name) = split_key(&k);
+                            rs_store.get(&ObjectRef::new(name).within(ns))
+                        });
+                        if let Some(k) =
+                            rs.and_then(|rs| crate::owner_key(&rs.metadata, "Deployment"))
+                        {
+                            q.add(k);
+                        }
+                    }
+                    Err(RecvError::Closed) => return,
+                    _ => {}
+                }
+            }
+        })
+    };
     deployments.wait_synced().await;
     sets.wait_synced().await;
     pods.wait_synced().await;
     for d in deployments.store().state() {
         q.add(key_of(&d.metadata));
     }
-    let feeder = {
-        let (q, d_store, rs_store) = (q.clone(), deployments.store(), sets.store());
-        tokio::spawn(async move {
-            use tokio::sync::broadcast::error::RecvError;
-            let all = |q: &Arc<common::workqueue::WorkQueue<String>>| {
-                d_store
-                    .state()
-                    .iter()
-                    .for_each(|d| q.add(key_of(&d.metadata)))
-            };
-            let owner_key = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-                             kind: &str| {
-                controller_of(meta).filter(|o| o.kind == kind).map(|o| {
-                    format!(
-                        "{}/{}",
-                        meta.namespace.as_deref().unwrap_or_default(),
-                        o.name
-                    )
-                })
-            };
-            loop {
-                tokio::select! {
-                    c = d_c.recv() => match c {
-                        Ok(Change::Applied(d) | Change::Deleted(d)) => q.add(key_of(&d.metadata)),
-                        Err(RecvError::Closed) => return,
-                        Err(RecvError::Lagged(_)) => all(&q),
-                    },
-                    c = rs_c.recv() => match c {
-                        Ok(Change::Applied(rs) | Change::Deleted(rs)) => {
-                            if let Some(k) = owner_key(&rs.metadata, "Deployment") {
-                                q.add(k);
-                            }
-                        }
-                        Err(RecvError::Closed) => return,
-                        Err(RecvError::Lagged(_)) => all(&q),
-                    },
-                    // Recreate waits for old pods to be gone
-                    c = pod_c.recv() => match c {
-                        Ok(Change::Deleted(p)) => {
-                            let rs = owner_key(&p.metadata, "ReplicaSet").and_then(|k| {
-                                let (ns, name) = split_key(&k);
-                                rs_store.get(&ObjectRef::new(name).within(ns))
-                            });
-                            if let Some(k) = rs.and_then(|rs| owner_key(&rs.metadata, "Deployment")) {
-                                q.add(k);
-                            }
-                        }
-                        Err(RecvError::Closed) => return,
-                        _ => {}
-                    },
-                }
-            }
-        })
-    };
     let c = Arc::new(Controller {
         recorder: Recorder::new(ctx.client.clone(), "deployment-controller", None),
         client: ctx.client.clone(),
@@ -244,18 +213,7 @@ async fn run(ctx: Ctx) {
     )
     .await;
     feeder.abort();
-}
-
-fn d_ref(d: &Deployment) -> ObjectReference {
-    ObjectReference {
-        api_version: Some("apps/v1".into()),
-        kind: Some("Deployment".into()),
-        name: d.metadata.name.clone(),
-        namespace: d.metadata.namespace.clone(),
-        uid: d.metadata.uid.clone(),
-        resource_version: d.metadata.resource_version.clone(),
-        ..Default::default()
-    }
+    pod_feeder.abort();
 }
 
 fn now() -> Time {
@@ -282,7 +240,7 @@ impl Controller {
                 .is_none_or(|m| m.is_empty());
         if selector_empty {
             self.recorder.emit(
-                &d_ref(&d),
+                &crate::object_ref(&*d),
                 EventType::Warning,
                 "SelectingAll",
                 "This deployment is selecting all pods. A non-empty selector is required.",
@@ -510,7 +468,7 @@ impl Controller {
     fn scaled_event(&self, d: &Deployment, rs: &ReplicaSet, from: i32, to: i32) {
         let dir = if to > from { "up" } else { "down" };
         self.recorder.emit(
-            &d_ref(d),
+            &crate::object_ref(d),
             EventType::Normal,
             "ScalingReplicaSet",
             &format!(

@@ -17,9 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::events::{EventType, Recorder};
-use common::informers::Change;
 use k8s_openapi::api::batch::v1::{Job, JobCondition};
-use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -113,42 +112,12 @@ async fn run(ctx: Ctx) {
     let jobs = ctx.informers.get::<Job>();
     let pods = ctx.informers.get::<Pod>();
     let q = queue();
-    let (mut job_c, mut pod_c) = (jobs.subscribe(), pods.subscribe());
+    let feeder = crate::feed(q.clone(), &jobs, &pods, "Job");
     jobs.wait_synced().await;
     pods.wait_synced().await;
     for j in jobs.store().state() {
         q.add(key_of(&j.metadata));
     }
-    let feeder = {
-        let (q, store) = (q.clone(), jobs.store());
-        tokio::spawn(async move {
-            use tokio::sync::broadcast::error::RecvError;
-            let all = |q: &Arc<common::workqueue::WorkQueue<String>>| {
-                store
-                    .state()
-                    .iter()
-                    .for_each(|j| q.add(key_of(&j.metadata)))
-            };
-            loop {
-                tokio::select! {
-                    c = job_c.recv() => match c {
-                        Ok(Change::Applied(j) | Change::Deleted(j)) => q.add(key_of(&j.metadata)),
-                        Err(RecvError::Closed) => return,
-                        Err(RecvError::Lagged(_)) => all(&q),
-                    },
-                    c = pod_c.recv() => match c {
-                        Ok(Change::Applied(p) | Change::Deleted(p)) => {
-                            if let Some(o) = controller_of(&p.metadata).filter(|o| o.kind == "Job") {
-                                q.add(format!("{}/{}", p.metadata.namespace.as_deref().unwrap_or_default(), o.name));
-                            }
-                        }
-                        Err(RecvError::Closed) => return,
-                        Err(RecvError::Lagged(_)) => all(&q),
-                    },
-                }
-            }
-        })
-    };
     let c = Arc::new(Controller {
         recorder: Recorder::new(ctx.client.clone(), "job-controller", None),
         client: ctx.client.clone(),
@@ -168,18 +137,6 @@ async fn run(ctx: Ctx) {
     )
     .await;
     feeder.abort();
-}
-
-fn job_ref(j: &Job) -> ObjectReference {
-    ObjectReference {
-        api_version: Some("batch/v1".into()),
-        kind: Some("Job".into()),
-        name: j.metadata.name.clone(),
-        namespace: j.metadata.namespace.clone(),
-        uid: j.metadata.uid.clone(),
-        resource_version: j.metadata.resource_version.clone(),
-        ..Default::default()
-    }
 }
 
 fn finished(j: &Job) -> bool {
@@ -278,8 +235,12 @@ impl Controller {
                 last_probe_time: Some(now.clone()),
                 last_transition_time: Some(now.clone()),
             });
-            self.recorder
-                .emit(&job_ref(&job), EventType::Warning, reason, message);
+            self.recorder.emit(
+                &crate::object_ref(&*job),
+                EventType::Warning,
+                reason,
+                message,
+            );
         } else if done {
             conditions.push(JobCondition {
                 type_: "Complete".into(),
@@ -291,7 +252,7 @@ impl Controller {
             });
             completion_time = Some(now.clone());
             self.recorder.emit(
-                &job_ref(&job),
+                &crate::object_ref(&*job),
                 EventType::Normal,
                 "Completed",
                 "Job completed",
@@ -381,7 +342,7 @@ impl Controller {
                     self.expectations
                         .expect(key, std::slice::from_ref(&pod_name), &[]);
                     self.recorder.emit(
-                        &job_ref(job),
+                        &crate::object_ref(job),
                         EventType::Normal,
                         "SuccessfulCreate",
                         &format!("Created pod: {pod_name}"),
@@ -394,7 +355,7 @@ impl Controller {
                 }
                 Err(e) => {
                     self.recorder.emit(
-                        &job_ref(job),
+                        &crate::object_ref(job),
                         EventType::Warning,
                         "FailedCreate",
                         &format!("Error creating: {e}"),
@@ -414,7 +375,7 @@ impl Controller {
         match api.delete(name, &DeleteParams::background()).await {
             Ok(_) => {
                 self.recorder.emit(
-                    &job_ref(job),
+                    &crate::object_ref(job),
                     EventType::Normal,
                     "SuccessfulDelete",
                     &format!("Deleted pod: {name}"),

@@ -23,8 +23,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::informers::Informers;
+use common::informers::{Change, Informer, Informers};
 use common::workqueue::{RateLimits, WorkQueue};
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::Resource;
 use tokio::sync::watch;
 
 /// What every controller is given.
@@ -243,6 +245,78 @@ pub async fn run_workers<F, Fut>(
 /// A work queue with upstream's default limits.
 pub fn queue() -> Arc<WorkQueue<String>> {
     WorkQueue::new(RateLimits::default())
+}
+
+/// A reference to `obj` for events.
+pub fn object_ref<K: Resource<DynamicType = ()>>(obj: &K) -> ObjectReference {
+    let m = obj.meta();
+    ObjectReference {
+        api_version: Some(K::api_version(&()).into_owned()),
+        kind: Some(K::kind(&()).into_owned()),
+        name: m.name.clone(),
+        namespace: m.namespace.clone(),
+        uid: m.uid.clone(),
+        resource_version: m.resource_version.clone(),
+        ..Default::default()
+    }
+}
+
+/// "ns/NAME" of the controller of kind `kind` that owns the object, if any.
+pub fn owner_key(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    kind: &str,
+) -> Option<String> {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true) && o.kind == kind)
+        .map(|o| {
+            format!(
+                "{}/{}",
+                meta.namespace.as_deref().unwrap_or_default(),
+                o.name
+            )
+        })
+}
+
+/// Feed a controller's queue: a change to one of its own objects queues its
+/// key, a change to a child queues the key of its `owner_kind` controller,
+/// and a subscriber that fell behind queues every object. Call it before
+/// waiting for the caches, so nothing between sync and subscription is lost.
+pub fn feed<S, C>(
+    q: Arc<WorkQueue<String>>,
+    own: &Informer<S>,
+    child: &Informer<C>,
+    owner_kind: &'static str,
+) -> tokio::task::JoinHandle<()>
+where
+    S: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+    C: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+{
+    use tokio::sync::broadcast::error::RecvError;
+    let (mut own_c, mut child_c, store) = (own.subscribe(), child.subscribe(), own.store());
+    tokio::spawn(async move {
+        let all =
+            |q: &WorkQueue<String>| store.state().iter().for_each(|o| q.add(key_of(o.meta())));
+        loop {
+            tokio::select! {
+                c = own_c.recv() => match c {
+                    Ok(Change::Applied(o) | Change::Deleted(o)) => q.add(key_of(o.meta())),
+                    Err(RecvError::Closed) => return,
+                    Err(RecvError::Lagged(_)) => all(&q),
+                },
+                c = child_c.recv() => match c {
+                    Ok(Change::Applied(o) | Change::Deleted(o)) => {
+                        if let Some(k) = owner_key(o.meta(), owner_kind) {
+                            q.add(k);
+                        }
+                    }
+                    Err(RecvError::Closed) => return,
+                    Err(RecvError::Lagged(_)) => all(&q),
+                },
+            }
+        }
+    })
 }
 
 /// "ns/name" of a namespaced object.

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use common::events::{EventType, Recorder};
 use common::informers::Change;
 use k8s_openapi::api::apps::v1::ReplicaSet;
-use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -273,18 +273,6 @@ async fn run(ctx: Ctx) {
     feeder.abort();
 }
 
-fn rs_ref(rs: &ReplicaSet) -> ObjectReference {
-    ObjectReference {
-        api_version: Some("apps/v1".into()),
-        kind: Some("ReplicaSet".into()),
-        name: rs.metadata.name.clone(),
-        namespace: rs.metadata.namespace.clone(),
-        uid: rs.metadata.uid.clone(),
-        resource_version: rs.metadata.resource_version.clone(),
-        ..Default::default()
-    }
-}
-
 impl Controller {
     async fn sync(&self, key: &str) -> SyncResult {
         let (ns, name) = split_key(key);
@@ -393,7 +381,7 @@ impl Controller {
                     Ok(p) => {
                         let pod_name = p.metadata.name.clone().unwrap_or_default();
                         self.recorder.emit(
-                            &rs_ref(rs),
+                            &crate::object_ref(rs),
                             EventType::Normal,
                             "SuccessfulCreate",
                             &format!("Created pod: {pod_name}"),
@@ -409,7 +397,7 @@ impl Controller {
                             other => other.to_string(),
                         };
                         self.recorder.emit(
-                            &rs_ref(rs),
+                            &crate::object_ref(rs),
                             EventType::Warning,
                             "FailedCreate",
                             &format!("Error creating: {msg}"),
@@ -448,7 +436,7 @@ impl Controller {
         for v in &victims {
             match api.delete(v, &DeleteParams::default()).await {
                 Ok(_) => self.recorder.emit(
-                    &rs_ref(rs),
+                    &crate::object_ref(rs),
                     EventType::Normal,
                     "SuccessfulDelete",
                     &format!("Deleted pod: {v}"),
@@ -456,7 +444,7 @@ impl Controller {
                 Err(kube::Error::Api(e)) if e.code == 404 => {}
                 Err(e) => {
                     self.recorder.emit(
-                        &rs_ref(rs),
+                        &crate::object_ref(rs),
                         EventType::Warning,
                         "FailedDelete",
                         &format!("Error deleting: {e}"),

@@ -15,9 +15,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use common::events::{EventType, Recorder};
-use common::informers::Change;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -66,37 +65,13 @@ async fn run(ctx: Ctx) {
     let pods = ctx.informers.get::<Pod>();
     let claims = ctx.informers.get::<PersistentVolumeClaim>();
     let q = queue();
-    let (mut set_c, mut pod_c) = (sets.subscribe(), pods.subscribe());
+    let feeder = crate::feed(q.clone(), &sets, &pods, "StatefulSet");
     sets.wait_synced().await;
     pods.wait_synced().await;
     claims.wait_synced().await;
     for s in sets.store().state() {
         q.add(key_of(&s.metadata));
     }
-    let feeder = {
-        let q = q.clone();
-        tokio::spawn(async move {
-            use tokio::sync::broadcast::error::RecvError;
-            loop {
-                tokio::select! {
-                    c = set_c.recv() => match c {
-                        Ok(Change::Applied(s) | Change::Deleted(s)) => q.add(key_of(&s.metadata)),
-                        Err(RecvError::Closed) => return,
-                        Err(RecvError::Lagged(_)) => {}
-                    },
-                    c = pod_c.recv() => match c {
-                        Ok(Change::Applied(p) | Change::Deleted(p)) => {
-                            if let Some(o) = controller_of(&p.metadata).filter(|o| o.kind == "StatefulSet") {
-                                q.add(format!("{}/{}", p.metadata.namespace.as_deref().unwrap_or_default(), o.name));
-                            }
-                        }
-                        Err(RecvError::Closed) => return,
-                        Err(RecvError::Lagged(_)) => {}
-                    },
-                }
-            }
-        })
-    };
     let c = Arc::new(Controller {
         recorder: Recorder::new(ctx.client.clone(), "statefulset-controller", None),
         client: ctx.client.clone(),
@@ -117,18 +92,6 @@ async fn run(ctx: Ctx) {
     )
     .await;
     feeder.abort();
-}
-
-fn set_ref(s: &StatefulSet) -> ObjectReference {
-    ObjectReference {
-        api_version: Some("apps/v1".into()),
-        kind: Some("StatefulSet".into()),
-        name: s.metadata.name.clone(),
-        namespace: s.metadata.namespace.clone(),
-        uid: s.metadata.uid.clone(),
-        resource_version: s.metadata.resource_version.clone(),
-        ..Default::default()
-    }
 }
 
 impl Controller {
@@ -355,7 +318,7 @@ impl Controller {
                 pvc.status = None;
                 match claims.create(&PostParams::default(), &pvc).await {
                     Ok(_) => self.recorder.emit(
-                        &set_ref(set),
+                        &crate::object_ref(set),
                         EventType::Normal,
                         "SuccessfulCreate",
                         &format!(
@@ -404,7 +367,7 @@ impl Controller {
                 self.expectations
                     .expect(key, std::slice::from_ref(&pod_name), &[]);
                 self.recorder.emit(
-                    &set_ref(set),
+                    &crate::object_ref(set),
                     EventType::Normal,
                     "SuccessfulCreate",
                     &format!("create Pod {pod_name} in StatefulSet {name} successful"),
@@ -414,7 +377,7 @@ impl Controller {
             Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
             Err(e) => {
                 self.recorder.emit(
-                    &set_ref(set),
+                    &crate::object_ref(set),
                     EventType::Warning,
                     "FailedCreate",
                     &format!("create Pod {pod_name} in StatefulSet {name} failed error: {e}"),
@@ -438,7 +401,7 @@ impl Controller {
         match api.delete(&pod_name, &DeleteParams::default()).await {
             Ok(_) => {
                 self.recorder.emit(
-                    &set_ref(set),
+                    &crate::object_ref(set),
                     EventType::Normal,
                     "SuccessfulDelete",
                     &format!("delete Pod {pod_name} in StatefulSet {name} successful"),
