@@ -5,6 +5,7 @@
 pub mod events;
 pub mod informers;
 pub mod leaderelection;
+pub mod selectors;
 pub mod server;
 pub mod workqueue;
 

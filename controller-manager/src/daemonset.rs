@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use common::events::{EventType, Recorder};
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{Node, NodeSelectorRequirement, Pod, Taint, Toleration};
+use k8s_openapi::api::core::v1::{Node, Pod, Taint, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -23,9 +23,9 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use serde_json::json;
 
 use crate::deployment::template_hash;
-use crate::nodelifecycle::tolerates;
 use crate::replicaset::{controller_of, Expectations};
 use crate::{key_of, queue, run_workers, split_key, Ctx, Started, SyncResult};
+use common::selectors::{node_term_matches, tolerated};
 
 const HASH_LABEL: &str = "controller-revision-hash";
 
@@ -47,30 +47,6 @@ pub fn daemon_tolerations() -> Vec<Toleration> {
     ]
 }
 
-fn requirement_matches(r: &NodeSelectorRequirement, value: Option<&str>) -> bool {
-    let values = r.values.clone().unwrap_or_default();
-    match r.operator.as_str() {
-        "In" => value.is_some_and(|v| values.iter().any(|x| x == v)),
-        "NotIn" => value.is_none_or(|v| !values.iter().any(|x| x == v)),
-        "Exists" => value.is_some(),
-        "DoesNotExist" => value.is_none(),
-        "Gt" | "Lt" => {
-            let (Some(v), Some(x)) = (
-                value.and_then(|v| v.parse::<i64>().ok()),
-                values.first().and_then(|x| x.parse::<i64>().ok()),
-            ) else {
-                return false;
-            };
-            if r.operator == "Gt" {
-                v > x
-            } else {
-                v < x
-            }
-        }
-        _ => false,
-    }
-}
-
 /// Should this DaemonSet run on this node?
 pub fn should_run(ds: &DaemonSet, node: &Node) -> bool {
     let spec = ds.spec.as_ref().and_then(|s| s.template.spec.as_ref());
@@ -90,17 +66,11 @@ pub fn should_run(ds: &DaemonSet, node: &Node) -> bool {
                 .as_ref()
         });
     if let Some(r) = required {
-        let any = r.node_selector_terms.iter().any(|t| {
-            t.match_expressions
-                .iter()
-                .flatten()
-                .all(|e| requirement_matches(e, labels.get(&e.key).map(String::as_str)))
-                && t.match_fields
-                    .iter()
-                    .flatten()
-                    .all(|f| f.key == "metadata.name" && requirement_matches(f, Some(name)))
-        });
-        if !any {
+        if !r
+            .node_selector_terms
+            .iter()
+            .any(|t| node_term_matches(t, labels, name))
+        {
             return false;
         }
     }
@@ -114,7 +84,7 @@ pub fn should_run(ds: &DaemonSet, node: &Node) -> bool {
     taints
         .iter()
         .filter(|t| t.effect == "NoSchedule" || t.effect == "NoExecute")
-        .all(|t| tols.iter().any(|tol| tolerates(tol, t)))
+        .all(|t| tolerated(&tols, t))
 }
 
 fn pod_node(p: &Pod) -> Option<String> {

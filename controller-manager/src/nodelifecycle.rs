@@ -31,6 +31,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use serde_json::json;
 
 use crate::{Ctx, Started};
+use common::selectors::tolerates;
 
 pub const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
 pub const NOT_READY: &str = "node.kubernetes.io/not-ready";
@@ -70,26 +71,6 @@ pub fn zone_state(not_ready: usize, total: usize, unhealthy_threshold: f64) -> Z
         ZoneState::PartialDisruption
     } else {
         ZoneState::Normal
-    }
-}
-
-/// Does `tol` tolerate `taint`?
-pub fn tolerates(tol: &Toleration, taint: &Taint) -> bool {
-    if let Some(e) = tol.effect.as_deref().filter(|e| !e.is_empty()) {
-        if e != taint.effect {
-            return false;
-        }
-    }
-    match tol.operator.as_deref().unwrap_or("Equal") {
-        "Exists" => tol
-            .key
-            .as_deref()
-            .is_none_or(|k| k.is_empty() || k == taint.key),
-        _ => {
-            tol.key.as_deref() == Some(taint.key.as_str())
-                && tol.value.as_deref().unwrap_or_default()
-                    == taint.value.as_deref().unwrap_or_default()
-        }
     }
 }
 

@@ -29,27 +29,10 @@ const BURST: usize = 500;
 /// Expectations older than this are given up on (upstream's 5 minutes).
 const EXPECTATIONS_TTL: Duration = Duration::from_secs(300);
 
-/// Does a LabelSelector (matchLabels and matchExpressions) select these labels?
+/// Does a LabelSelector select these (possibly absent) labels?
 pub fn selector_matches(sel: &LabelSelector, labels: Option<&BTreeMap<String, String>>) -> bool {
-    let empty = BTreeMap::new();
-    let labels = labels.unwrap_or(&empty);
-    let labels_ok = sel
-        .match_labels
-        .iter()
-        .flatten()
-        .all(|(k, v)| labels.get(k) == Some(v));
-    let exprs_ok = sel.match_expressions.iter().flatten().all(|e| {
-        let have = labels.get(&e.key);
-        let values = e.values.clone().unwrap_or_default();
-        match e.operator.as_str() {
-            "In" => have.is_some_and(|v| values.contains(v)),
-            "NotIn" => have.is_none_or(|v| !values.contains(v)),
-            "Exists" => have.is_some(),
-            "DoesNotExist" => have.is_none(),
-            _ => false,
-        }
-    });
-    labels_ok && exprs_ok
+    static EMPTY: BTreeMap<String, String> = BTreeMap::new();
+    common::selectors::label_selector_matches(sel, labels.unwrap_or(&EMPTY))
 }
 
 /// The owner reference that makes `pod` belong to a controller, if any.

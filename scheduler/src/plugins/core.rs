@@ -2,17 +2,14 @@
 //! NodePorts, NodeAffinity and TaintToleration. Reasons are upstream's, as
 //! they appear in FailedScheduling messages.
 
-use std::collections::BTreeMap;
-
-use k8s_openapi::api::core::v1::{
-    NodeSelectorRequirement, NodeSelectorTerm, Pod, Taint, Toleration,
-};
+use k8s_openapi::api::core::v1::{Pod, Taint, Toleration};
 
 use crate::framework::{
     default_normalize, CycleState, Filter, NodeInfo, Plugin, PreFilter, Resources, Score, Snapshot,
     Status, MAX_NODE_SCORE,
 };
 use crate::resources::pod_requests;
+pub use common::selectors::{node_term_matches, tolerated};
 
 pub struct NodeName;
 impl Plugin for NodeName {
@@ -213,50 +210,6 @@ impl Filter for NodePorts {
     }
 }
 
-fn requirement_matches(r: &NodeSelectorRequirement, value: Option<&String>) -> bool {
-    let vals = r.values.as_deref().unwrap_or_default();
-    match r.operator.as_str() {
-        "In" => value.is_some_and(|v| vals.contains(v)),
-        "NotIn" => value.is_none_or(|v| !vals.contains(v)),
-        "Exists" => value.is_some(),
-        "DoesNotExist" => value.is_none(),
-        "Gt" | "Lt" => {
-            let (Some(v), Some(bound)) = (
-                value.and_then(|v| v.parse::<i64>().ok()),
-                vals.first().and_then(|b| b.parse::<i64>().ok()),
-            ) else {
-                return false;
-            };
-            if r.operator == "Gt" {
-                v > bound
-            } else {
-                v < bound
-            }
-        }
-        _ => false,
-    }
-}
-
-/// Does a node selector term match a node (labels and metadata.name fields)?
-pub fn term_matches(
-    term: &NodeSelectorTerm,
-    labels: &BTreeMap<String, String>,
-    name: &str,
-) -> bool {
-    let exprs = term.match_expressions.as_deref().unwrap_or_default();
-    let fields = term.match_fields.as_deref().unwrap_or_default();
-    if exprs.is_empty() && fields.is_empty() {
-        return false;
-    }
-    let name = name.to_string();
-    exprs
-        .iter()
-        .all(|r| requirement_matches(r, labels.get(&r.key)))
-        && fields
-            .iter()
-            .all(|r| r.key == "metadata.name" && requirement_matches(r, Some(&name)))
-}
-
 /// nodeSelector and required node affinity: does the node qualify for the pod?
 pub fn node_matches_pod(pod: &Pod, node: &NodeInfo) -> bool {
     let spec = match pod.spec.as_ref() {
@@ -281,7 +234,7 @@ pub fn node_matches_pod(pod: &Pod, node: &NodeInfo) -> bool {
         Some(r) => r
             .node_selector_terms
             .iter()
-            .any(|t| term_matches(t, labels, node.name())),
+            .any(|t| node_term_matches(t, labels, node.name())),
         None => true,
     }
 }
@@ -318,7 +271,7 @@ impl Score for NodeAffinity {
         Ok(preferred
             .into_iter()
             .flatten()
-            .filter(|p| term_matches(&p.preference, node.labels(), node.name()))
+            .filter(|p| node_term_matches(&p.preference, node.labels(), node.name()))
             .map(|p| i64::from(p.weight))
             .sum())
     }
@@ -332,26 +285,6 @@ fn tolerations(pod: &Pod) -> &[Toleration] {
         .as_ref()
         .and_then(|s| s.tolerations.as_deref())
         .unwrap_or_default()
-}
-
-/// Does one of the tolerations tolerate the taint (upstream's ToleratesTaint)?
-pub fn tolerated(tols: &[Toleration], taint: &Taint) -> bool {
-    tols.iter().any(|t| {
-        let effect_ok = t
-            .effect
-            .as_deref()
-            .is_none_or(|e| e.is_empty() || e == taint.effect);
-        let key_ok = t.key.as_deref().is_none_or(|k| k.is_empty())
-            || t.key.as_deref() == Some(taint.key.as_str());
-        let value_ok = match t.operator.as_deref() {
-            Some("Exists") => true,
-            _ => {
-                t.value.as_deref().unwrap_or_default() == taint.value.as_deref().unwrap_or_default()
-            }
-        };
-        // an empty key with Exists tolerates everything
-        effect_ok && key_ok && value_ok
-    })
 }
 
 pub struct TaintToleration;

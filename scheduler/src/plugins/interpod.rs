@@ -16,6 +16,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, Weak};
 
+use common::selectors::label_selector_matches;
 use k8s_openapi::api::core::v1::{Affinity, Pod, PodAffinityTerm, WeightedPodAffinityTerm};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
@@ -35,29 +36,6 @@ pub const REASON_AFFINITY: &str = "node(s) didn't match pod affinity rules";
 pub const REASON_ANTI_AFFINITY: &str = "node(s) didn't match pod anti-affinity rules";
 pub const REASON_EXISTING_ANTI_AFFINITY: &str =
     "node(s) didn't satisfy existing pods anti-affinity rules";
-
-/// Does a label selector match these labels? `matchLabels` and
-/// `matchExpressions` are ANDed; an empty selector matches everything, and an
-/// unknown operator matches nothing.
-pub fn selector_matches(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-    let by_labels = sel
-        .match_labels
-        .iter()
-        .flatten()
-        .all(|(k, v)| labels.get(k) == Some(v));
-    by_labels
-        && sel.match_expressions.iter().flatten().all(|r| {
-            let vals = r.values.as_deref().unwrap_or_default();
-            let value = labels.get(&r.key);
-            match r.operator.as_str() {
-                "In" => value.is_some_and(|v| vals.contains(v)),
-                "NotIn" => value.is_none_or(|v| !vals.contains(v)),
-                "Exists" => value.is_some(),
-                "DoesNotExist" => value.is_none(),
-                _ => false,
-            }
-        })
-}
 
 fn selector_is_empty(sel: &LabelSelector) -> bool {
     sel.match_labels.as_ref().is_none_or(|m| m.is_empty())
@@ -97,7 +75,7 @@ fn term_selects(term: &PodAffinityTerm, owner_ns: &str, target: &Pod) -> bool {
             return false;
         }
     }
-    selector_matches(sel, labels(target))
+    label_selector_matches(sel, labels(target))
 }
 
 fn affinity(pod: &Pod) -> Option<&Affinity> {

@@ -19,7 +19,8 @@ use crate::framework::{
     MAX_NODE_SCORE,
 };
 use crate::plugins::core::{node_matches_pod, tolerated};
-use crate::plugins::interpod::{labels, namespace, selector_matches};
+use crate::plugins::interpod::{labels, namespace};
+use common::selectors::label_selector_matches;
 
 pub const NAME: &str = "PodTopologySpread";
 const FILTER_KEY: &str = "PreFilterPodTopologySpread";
@@ -74,7 +75,7 @@ impl Constraint {
     fn selects(&self, labels: &std::collections::BTreeMap<String, String>) -> bool {
         self.selector
             .as_ref()
-            .is_some_and(|s| selector_matches(s, labels))
+            .is_some_and(|s| label_selector_matches(s, labels))
     }
 
     /// Matching pods on the node: same namespace as `pod`, not terminating.
