@@ -112,13 +112,6 @@ fn pod_node(p: &Pod) -> Option<String> {
         .and_then(|f| f.values.as_ref()?.first().cloned())
 }
 
-fn is_ready(p: &Pod) -> bool {
-    p.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
 fn hash_of(p: &Pod) -> Option<&str> {
     p.metadata
         .labels
@@ -252,11 +245,11 @@ impl Controller {
                 }
                 Some(p) => {
                     scheduled += 1;
-                    ready += usize::from(is_ready(&p));
-                    unavailable += usize::from(!is_ready(&p));
+                    ready += usize::from(crate::pod_ready(&p));
+                    unavailable += usize::from(!crate::pod_ready(&p));
                     if hash_of(&p) == Some(hash.as_str()) {
                         updated += 1;
-                    } else if is_ready(&p) {
+                    } else if crate::pod_ready(&p) {
                         old_ready.push(p.clone());
                     } else {
                         // an old pod that is not even ready: replace it now

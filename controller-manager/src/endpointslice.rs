@@ -48,15 +48,6 @@ pub fn selects(
     selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
-fn pod_ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .into_iter()
-        .flatten()
-        .any(|c| c.type_ == "Ready" && c.status == "True")
-}
-
 /// The pod's port for a Service port: a number as is, a name looked up among
 /// the pod's container ports of the same protocol.
 fn resolve(pod: &Pod, target: Option<&IntOrString>, port: i32, protocol: &str) -> Option<i32> {
@@ -124,7 +115,7 @@ pub fn endpoints_of(svc: &Service, pods: &[Arc<Pod>], family: &str) -> Vec<Endpo
             continue;
         };
         let terminating = pod.metadata.deletion_timestamp.is_some();
-        let ready = pod_ready(pod);
+        let ready = crate::pod_ready(pod);
         let ports = spec
             .ports
             .iter()

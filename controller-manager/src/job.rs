@@ -65,12 +65,7 @@ pub fn count(pods: &[Arc<Pod>]) -> Counts {
             _ => {
                 c.active += 1;
                 c.failed += restarts(p);
-                let ready = p
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-                c.ready += i32::from(ready);
+                c.ready += i32::from(crate::pod_ready(p));
             }
         }
     }

@@ -247,6 +247,14 @@ pub fn queue() -> Arc<WorkQueue<String>> {
     WorkQueue::new(RateLimits::default())
 }
 
+/// Is the pod's Ready condition True?
+pub fn pod_ready(pod: &k8s_openapi::api::core::v1::Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
 /// A reference to `obj` for events.
 pub fn object_ref<K: Resource<DynamicType = ()>>(obj: &K) -> ObjectReference {
     let m = obj.meta();

@@ -53,18 +53,9 @@ fn is_active(pod: &Pod) -> bool {
         )
 }
 
-fn is_ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .into_iter()
-        .flatten()
-        .any(|c| c.type_ == "Ready" && c.status == "True")
-}
-
 /// Ready for at least `min_ready` seconds (by the Ready condition's transition time).
 fn is_available(pod: &Pod, min_ready: i32, now: i64) -> bool {
-    if !is_ready(pod) {
+    if !crate::pod_ready(pod) {
         return false;
     }
     if min_ready <= 0 {
@@ -111,7 +102,7 @@ pub fn deletion_rank(pods: &mut [Arc<Pod>]) {
         assigned(a)
             .cmp(&assigned(b))
             .then(phase_rank(a).cmp(&phase_rank(b)))
-            .then(is_ready(a).cmp(&is_ready(b)))
+            .then(crate::pod_ready(a).cmp(&crate::pod_ready(b)))
             // more restarts go first
             .then(restarts(b).cmp(&restarts(a)))
             // newer pods go first
@@ -318,7 +309,7 @@ impl Controller {
         let now = k8s_openapi::jiff::Timestamp::now().as_second();
         let pending_available = active
             .iter()
-            .any(|p| is_ready(p) && !is_available(p, min_ready, now));
+            .any(|p| crate::pod_ready(p) && !is_available(p, min_ready, now));
         Ok(pending_available
             .then(|| Duration::from_secs(u64::try_from(min_ready).unwrap_or(0).max(1))))
     }
@@ -508,7 +499,7 @@ impl Controller {
                 template_labels.iter().all(|(k, v)| l.get(k) == Some(v))
             })
             .count();
-        let ready = active.iter().filter(|p| is_ready(p)).count();
+        let ready = active.iter().filter(|p| crate::pod_ready(p)).count();
         let available = active
             .iter()
             .filter(|p| is_available(p, spec.min_ready_seconds.unwrap_or(0), now))

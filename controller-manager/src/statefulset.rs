@@ -36,11 +36,7 @@ pub fn ordinal(set: &str, pod: &str) -> Option<usize> {
 }
 
 fn running_and_ready(p: &Pod) -> bool {
-    p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
-        && p.status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running") && crate::pod_ready(p)
 }
 
 fn revision(set: &str, hash: &str) -> String {
