@@ -1,0 +1,162 @@
+//! A pod's sandbox without a pause container: a named network namespace
+//! (`ip netns add`), and persistent IPC and UTS namespaces bind-mounted under
+//! the pod's directory (`unshare --ipc=FILE --uts=FILE hostname NAME`), which
+//! every container of the pod joins by path. The network is set up by the CNI
+//! plugins (see `cni`). Host-network pods have no network namespace.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tokio::process::Command;
+
+use crate::cni::{Cni, PortMapping};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("{what}: {message}")]
+    Command { what: String, message: String },
+    #[error("{0}")]
+    Cni(#[from] crate::cni::CniError),
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// What a pod's containers join.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sandbox {
+    /// None for hostNetwork pods
+    pub netns: Option<PathBuf>,
+    pub ipc: Option<PathBuf>,
+    pub uts: Option<PathBuf>,
+    pub ips: Vec<String>,
+}
+
+pub fn netns_name(uid: &str) -> String {
+    format!("ik-{uid}")
+}
+
+async fn run(what: &str, cmd: &mut Command) -> Result<(), SandboxError> {
+    let out = cmd.output().await.map_err(|e| SandboxError::Command {
+        what: what.to_string(),
+        message: e.to_string(),
+    })?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(SandboxError::Command {
+            what: what.to_string(),
+            message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
+    }
+}
+
+/// Options a sandbox is made with.
+pub struct SandboxSpec<'a> {
+    pub uid: &'a str,
+    pub hostname: &'a str,
+    pub host_network: bool,
+    pub host_ipc: bool,
+    pub node_ips: &'a [String],
+    pub ports: &'a [PortMapping],
+}
+
+/// Make the sandbox of a pod under `pod_dir`; safe to call again for a
+/// sandbox made halfway (each step checks what is there).
+pub async fn create(
+    pod_dir: &Path,
+    s: &SandboxSpec<'_>,
+    cni: Option<&Cni>,
+) -> Result<Sandbox, SandboxError> {
+    let nsdir = pod_dir.join("ns");
+    tokio::fs::create_dir_all(&nsdir)
+        .await
+        .map_err(|source| SandboxError::Io {
+            what: "creating",
+            path: nsdir.clone(),
+            source,
+        })?;
+    let ipc = nsdir.join("ipc");
+    let uts = nsdir.join("uts");
+    let mut sandbox = Sandbox {
+        netns: None,
+        ipc: (!s.host_ipc).then(|| ipc.clone()),
+        uts: (!s.host_network).then(|| uts.clone()),
+        ips: Vec::new(),
+    };
+    if !crate::runtime::is_mounted(&uts) || !crate::runtime::is_mounted(&ipc) {
+        for f in [&ipc, &uts] {
+            if crate::runtime::is_mounted(f) {
+                let _ = nix::mount::umount2(f.as_path(), nix::mount::MntFlags::MNT_DETACH);
+            }
+            tokio::fs::write(f, b"")
+                .await
+                .map_err(|source| SandboxError::Io {
+                    what: "creating",
+                    path: f.to_path_buf(),
+                    source,
+                })?;
+        }
+        let mut cmd = Command::new("unshare");
+        cmd.arg(format!("--ipc={}", ipc.display()))
+            .arg(format!("--uts={}", uts.display()))
+            .args(["hostname", s.hostname]);
+        run("making the pod's ipc and uts namespaces", &mut cmd).await?;
+    }
+    if s.host_network {
+        sandbox.ips = s.node_ips.to_vec();
+        return Ok(sandbox);
+    }
+    let name = netns_name(s.uid);
+    let path = PathBuf::from("/var/run/netns").join(&name);
+    if !path.exists() {
+        run(
+            "making the pod's network namespace",
+            Command::new("ip").args(["netns", "add", &name]),
+        )
+        .await?;
+    }
+    run(
+        "bringing up lo",
+        Command::new("ip").args(["-n", &name, "link", "set", "lo", "up"]),
+    )
+    .await?;
+    sandbox.netns = Some(path.clone());
+    if let Some(cni) = cni {
+        let result = cni.add(s.uid, &path, s.ports).await?;
+        sandbox.ips = result;
+    }
+    Ok(sandbox)
+}
+
+/// Tear the sandbox down: CNI DEL, the network namespace, the ipc/uts mounts.
+pub async fn remove(pod_dir: &Path, uid: &str, cni: Option<&Cni>) -> Result<(), SandboxError> {
+    let name = netns_name(uid);
+    let path = PathBuf::from("/var/run/netns").join(&name);
+    if path.exists() {
+        if let Some(cni) = cni {
+            if let Err(e) = cni.del(uid, &path).await {
+                tracing::warn!(%uid, error = %e, "CNI DEL");
+            }
+        }
+        run(
+            "removing the pod's network namespace",
+            Command::new("ip").args(["netns", "del", &name]),
+        )
+        .await?;
+    } else if let Some(cni) = cni {
+        // the namespace is gone (someone removed it): still free the IP
+        let _ = cni.del(uid, &path).await;
+    }
+    for f in ["ipc", "uts"] {
+        let p = pod_dir.join("ns").join(f);
+        if crate::runtime::is_mounted(&p) {
+            let _ = nix::mount::umount2(p.as_path(), nix::mount::MntFlags::MNT_DETACH);
+        }
+        let _ = tokio::fs::remove_file(&p).await;
+    }
+    Ok(())
+}
