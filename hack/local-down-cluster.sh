@@ -7,6 +7,18 @@ source "$(dirname "$0")/lib/common.sh"
 keep_logs=0
 [[ ${1:-} == --keep-logs ]] && keep_logs=1
 
+source "$(dirname "$0")/lib/nodes.sh"
+source "$(dirname "$0")/lib/images.sh"
+
+for d in "$OUT_DIR"/nodes/node-*; do
+  [[ -d $d ]] || continue
+  i=${d##*-}
+  log "removing node-$i"
+  ironkube::node_down "$i"
+done
+ironkube::stop_registry "$OUT_DIR/registry" 2>/dev/null || true
+ironkube::harness_net_down
+
 for c in kube-scheduler kube-controller-manager kube-apiserver etcd; do
   if [[ -f "$OUT_DIR/$c.pid" ]]; then
     log "stopping $c"
@@ -15,5 +27,5 @@ for c in kube-scheduler kube-controller-manager kube-apiserver etcd; do
 done
 rm -rf "$OUT_DIR/etcd"
 ((keep_logs)) || rm -rf "$OUT_DIR/logs"
-rm -f "$OUT_DIR/admin.kubeconfig"
+rm -f "$OUT_DIR/admin.kubeconfig" "$OUT_DIR/node.kubeconfig" "$OUT_DIR/images.env"
 log "the local cluster is down"

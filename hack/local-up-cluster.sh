@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Bring up a local ironkube cluster on this machine: installs what is missing,
-# builds, makes a PKI, starts etcd and the control plane in the background, and
-# writes _output/local/admin.kubeconfig.
+# builds, makes a PKI, starts etcd and the control plane in the background,
+# creates N worker nodes (network namespaces with their own kubelet and
+# kube-proxy), starts a registry with a busybox image, waits until every node
+# is Ready, and writes _output/local/admin.kubeconfig.
 #
-#   hack/local-up-cluster.sh [--nodes N]     (N=0: control plane only)
+#   hack/local-up-cluster.sh [--nodes N]     (default 2; 0: control plane only)
 #   hack/local-down-cluster.sh               stops everything it started
 #
 # Environment: API_PORT (6443), ETCD_PORT (12379), SCHEDULER_PORT (10259), ADVERTISE_ADDRESS (127.0.0.1),
@@ -11,8 +13,10 @@
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 source "$(dirname "$0")/lib/pki.sh"
+source "$(dirname "$0")/lib/nodes.sh"
+source "$(dirname "$0")/lib/images.sh"
 
-NODES=0
+NODES=2
 while (($#)); do
   case $1 in
     --nodes) NODES=${2:?--nodes needs a number}; shift 2 ;;
@@ -36,7 +40,13 @@ mkdir -p "$LOGS" "$PKI"
 
 running() { [[ -f "$OUT_DIR/$1.pid" ]] && kill -0 "$(cat "$OUT_DIR/$1.pid")" 2>/dev/null; }
 
-if running etcd && running kube-apiserver && running kube-controller-manager && running kube-scheduler; then
+nodes_running() {
+  local i
+  for ((i = 1; i <= NODES; i++)); do
+    [[ -f "$(ironkube::node_dir "$i")/kubelet.pid" ]] && kill -0 "$(cat "$(ironkube::node_dir "$i")/kubelet.pid")" 2>/dev/null || return 1
+  done
+}
+if running etcd && running kube-apiserver && running kube-controller-manager && running kube-scheduler && nodes_running; then
   log "the local cluster is already running (hack/local-down-cluster.sh stops it)"
   log "export KUBECONFIG=$KUBECONFIG_OUT"
   exit 0
@@ -57,11 +67,11 @@ ironkube::ensure_packages
 
 TARGET=$(ironkube::target_dir)
 log "building release binaries (target dir $TARGET)"
-(cd "$IRONKUBE_ROOT" && CARGO_TARGET_DIR=$TARGET cargo build --release --bin kube-apiserver --bin kube-controller-manager --bin kube-scheduler)
+(cd "$IRONKUBE_ROOT" && CARGO_TARGET_DIR=$TARGET cargo build --release --bin kube-apiserver --bin kube-controller-manager --bin kube-scheduler --bin kubelet --bin kube-proxy)
 BIN=$TARGET/release
 
 log "making the PKI in $PKI"
-ironkube::pki "$PKI" "$ADVERTISE_ADDRESS" "$SERVICE_IP"
+ironkube::pki "$PKI" "$ADVERTISE_ADDRESS" "$SERVICE_IP" "$HARNESS_NET.1"
 if [[ ! -f "$PKI/tokens.csv" ]]; then
   (umask 077; echo "$(openssl rand -hex 16),admin-token,admin-token,\"system:masters\"" > "$PKI/tokens.csv")
 fi
@@ -117,12 +127,38 @@ echo $! >"$OUT_DIR/kube-scheduler.pid"
 ironkube::wait_url "http://127.0.0.1:${SCHEDULER_PORT:-10259}/healthz" 30 || die "kube-scheduler did not start (see $LOGS/kube-scheduler.log)"
 
 if ((NODES > 0)); then
-  log "note: worker nodes (kubelet, kube-proxy) are not built yet; started the control plane only"
+  log "making the harness network ($HARNESS_BRIDGE, $HARNESS_NET.0/24)"
+  ironkube::harness_net_up
+  REGISTRY_ADDR=$HARNESS_NET.1:5000
+  if ! { [[ -f $OUT_DIR/registry/registry.pid ]] && ironkube::_registry_alive "$(cat "$OUT_DIR/registry/registry.pid")"; }; then
+    log "starting a registry on $REGISTRY_ADDR and pushing the busybox image"
+    ironkube::build_busybox_image "$OUT_DIR/images/busybox" >/dev/null
+    ironkube::start_registry "$OUT_DIR/registry" "$REGISTRY_ADDR" >/dev/null
+    ironkube::push_image "$OUT_DIR/images/busybox" "$REGISTRY_ADDR/busybox:latest" >/dev/null
+  fi
+  echo "BUSYBOX_IMAGE=$REGISTRY_ADDR/busybox:latest" >"$OUT_DIR/images.env"
+  KUBECONFIG_NODE=$OUT_DIR/node.kubeconfig
+  sed "s#server: https://.*#server: https://$HARNESS_NET.1:$API_PORT#" "$KUBECONFIG_OUT" >"$KUBECONFIG_NODE"
+  chmod 600 "$KUBECONFIG_NODE"
+  for ((i = 1; i <= NODES; i++)); do
+    log "starting node-$i ($(ironkube::node_ip "$i"), pods $(ironkube::node_cidr "$i"))"
+    ironkube::node_down "$i"
+    ironkube::node_net_up "$i" "$NODES"
+    ironkube::node_start "$i"
+  done
+  log "waiting for $NODES node(s) to be Ready"
+  for ((t = 0; t < 120; t++)); do
+    ready=$("$KUBECTL" --kubeconfig="$KUBECONFIG_OUT" get nodes --no-headers 2>/dev/null | awk '$2 == "Ready"' | wc -l)
+    ((ready >= NODES)) && break
+    sleep 1
+  done
+  ((ready >= NODES)) || die "only $ready of $NODES nodes became Ready (see $OUT_DIR/nodes/*/logs/)"
 fi
 UP_OK=1
 cat >&2 <<MSG
 
-  The local cluster is up (control plane: etcd, kube-apiserver, kube-controller-manager, kube-scheduler).
+  The local cluster is up (control plane: etcd, kube-apiserver, kube-controller-manager, kube-scheduler;
+  $NODES worker node(s) with kubelet and kube-proxy; images: $OUT_DIR/images.env).
   Logs:        $LOGS/
   Use it:      export KUBECONFIG=$KUBECONFIG_OUT
                kubectl get namespaces

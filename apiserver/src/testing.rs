@@ -508,3 +508,59 @@ impl Drop for TestServer {
         }
     }
 }
+
+/// Makes `target` (on the host's loopback) reachable as 127.0.0.1:`port`
+/// inside network namespace `netns`: socat listens there and forwards to a
+/// unix socket, which crosses the namespace boundary; a thread here forwards
+/// the socket to `target`. Stopped and removed on drop.
+pub struct NetnsRelay {
+    socat: Child,
+    socket: PathBuf,
+}
+
+impl NetnsRelay {
+    pub fn start(netns: &str, port: u16, target: SocketAddr) -> NetnsRelay {
+        let socket =
+            std::env::temp_dir().join(format!("relay-{}-{netns}-{port}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&socket);
+        let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind relay socket");
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(unix) = conn else { return };
+                std::thread::spawn(move || {
+                    let Ok(tcp) = TcpStream::connect(target) else {
+                        return;
+                    };
+                    let (Ok(mut u2), Ok(mut t2)) = (unix.try_clone(), tcp.try_clone()) else {
+                        return;
+                    };
+                    let up = std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut u2, &mut t2);
+                        let _ = t2.shutdown(std::net::Shutdown::Write);
+                    });
+                    let (mut u, mut t) = (unix, tcp);
+                    let _ = std::io::copy(&mut t, &mut u);
+                    let _ = u.shutdown(std::net::Shutdown::Write);
+                    let _ = up.join();
+                });
+            }
+        });
+        let socat = Command::new("ip")
+            .args(["netns", "exec", netns, "socat"])
+            .arg(format!("TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork"))
+            .arg(format!("UNIX-CONNECT:{}", socket.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start socat");
+        NetnsRelay { socat, socket }
+    }
+}
+
+impl Drop for NetnsRelay {
+    fn drop(&mut self) {
+        let _ = self.socat.kill();
+        let _ = self.socat.wait();
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}

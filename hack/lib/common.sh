@@ -19,7 +19,8 @@ ironkube::target_dir() {
 
 # Install the Debian packages the project needs, only those missing.
 ironkube::ensure_packages() {
-  local want=(etcd-server etcd-client protobuf-compiler openssl curl ca-certificates nftables iproute2 conntrack socat)
+  local want=(etcd-server etcd-client protobuf-compiler openssl curl ca-certificates nftables iproute2 conntrack socat
+    libseccomp-dev containernetworking-plugins iptables util-linux busybox-static docker-registry skopeo umoci)
   local missing=()
   for p in "${want[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

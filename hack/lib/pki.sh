@@ -1,9 +1,18 @@
 # PKI for a local cluster, made with openssl. Idempotent: existing files are kept.
-# Usage: ironkube::pki DIR ADVERTISE_IP SERVICE_IP
+# Usage: ironkube::pki DIR ADVERTISE_IP SERVICE_IP [EXTRA_IP...]
 
 ironkube::pki() {
-  local dir=$1 ip=$2 svc_ip=$3
+  local dir=$1 ip=$2 svc_ip=$3 extra_san="" x
+  shift 3
+  for x in "$@"; do extra_san+=",IP:$x"; done
   mkdir -p "$dir"
+  # a serving cert made before an address was added is made again
+  if [[ -f $dir/apiserver.crt ]]; then
+    for x in "$@"; do
+      openssl x509 -in "$dir/apiserver.crt" -noout -text 2>/dev/null | grep -q "IP Address:$x\b" ||
+        rm -f "$dir/apiserver.crt" "$dir/apiserver.key"
+    done
+  fi
   (
     cd "$dir"
     umask 077
@@ -22,7 +31,7 @@ ironkube::pki() {
       rm -f "$name.csr" "$name.ext"
     }
     cert apiserver "/CN=kube-apiserver" \
-      "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:127.0.0.1,IP:$ip,IP:$svc_ip\n"
+      "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:127.0.0.1,IP:$ip,IP:$svc_ip${extra_san}\n"
     cert admin "/O=system:masters/CN=kubernetes-admin" \
       "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n"
     chmod 600 ./*.key

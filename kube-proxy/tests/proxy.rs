@@ -6,11 +6,10 @@
 //! on drop, also when an assertion fails. Needs root, nft, ip, socat, curl
 //! and python3: skipped without them, except under CI, where that fails.
 
-use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use apiserver::testing::TestServer;
+use apiserver::testing::{NetnsRelay, TestServer};
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -62,7 +61,7 @@ struct Lab {
     tag: String,
     children: Vec<Child>,
     proxy: Option<Child>,
-    socket: PathBuf,
+    relay: Option<NetnsRelay>,
     netns: Vec<String>,
 }
 
@@ -73,7 +72,7 @@ impl Lab {
     fn new() -> Lab {
         let tag = format!("{}", std::process::id() % 100_000);
         let mut lab = Lab {
-            socket: std::env::temp_dir().join(format!("kp-{tag}.sock")),
+            relay: None,
             tag,
             children: Vec::new(),
             proxy: None,
@@ -207,29 +206,9 @@ impl Lab {
     }
 
     /// Make the apiserver (on the host's loopback) reachable as
-    /// https://127.0.0.1:6443 inside the node: a unix socket crosses the
-    /// namespace boundary, socat listens on the node's loopback.
-    async fn relay(&mut self, api: std::net::SocketAddr) {
-        let _ = std::fs::remove_file(&self.socket);
-        let listener = tokio::net::UnixListener::bind(&self.socket).expect("bind socket");
-        tokio::spawn(async move {
-            while let Ok((mut unix, _)) = listener.accept().await {
-                tokio::spawn(async move {
-                    if let Ok(mut tcp) = tokio::net::TcpStream::connect(api).await {
-                        let _ = tokio::io::copy_bidirectional(&mut unix, &mut tcp).await;
-                    }
-                });
-            }
-        });
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.ns("node"), "socat"])
-            .arg("TCP-LISTEN:6443,bind=127.0.0.1,reuseaddr,fork")
-            .arg(format!("UNIX-CONNECT:{}", self.socket.display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start socat");
-        self.children.push(child);
+    /// https://127.0.0.1:6443 inside the node.
+    fn relay(&mut self, api: std::net::SocketAddr) {
+        self.relay = Some(NetnsRelay::start(&self.ns("node"), 6443, api));
     }
 
     fn start_proxy(&mut self, kubeconfig: &std::path::Path) {
@@ -304,7 +283,7 @@ impl Drop for Lab {
         for ns in self.netns.iter().rev() {
             let _ = run(&["ip", "netns", "del", ns]);
         }
-        let _ = std::fs::remove_file(&self.socket);
+        self.relay = None;
     }
 }
 
@@ -350,7 +329,7 @@ async fn services_reach_their_endpoints_through_nftables() {
     lab.outside();
     lab.backend("a");
     lab.backend("b");
-    lab.relay(ts.addr).await;
+    lab.relay(ts.addr);
     let kubeconfig = ts.dir.path().join("node.kubeconfig");
     apiserver::testing::write_kubeconfig(
         &kubeconfig,

@@ -1,11 +1,28 @@
-//! kubelet: runs the pods bound to its node. Pod workers compute what should
-//! run from the Pod, the runtime (`runtime`, `shim`) runs containers through
-//! youki's libcontainer in sandboxes (`sandbox`, `cni`) over images from the
-//! local store (`image`), and the status goes back to the apiserver.
+//! kubelet: runs the pods bound to its node. Pod workers (`pods`) compute
+//! what should run from the Pod; the runtime (`runtime`, `shim`) runs
+//! containers through youki's libcontainer in sandboxes (`sandbox`, `cni`)
+//! over images from the local store (`image`, `images`), with volumes
+//! (`volumes`), probes (`probes`) and logs (`logs`); `node` keeps the Node,
+//! its Lease and its status; `agent` puts it together.
 
+pub mod agent;
+pub mod backoff;
 pub mod cgroups;
 pub mod cni;
+pub mod config;
+pub mod env;
+pub mod image;
+pub mod images;
 pub mod logs;
+pub mod node;
+pub mod pods;
+pub mod probes;
+pub mod qos;
 pub mod runtime;
 pub mod sandbox;
 pub mod shim;
+pub mod spec;
+pub mod volumes;
+
+/// How container IDs are reported in pod status (`<runtime>://<id>`).
+pub const CONTAINER_ID_PREFIX: &str = "libcontainer://";

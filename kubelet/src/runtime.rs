@@ -91,6 +91,19 @@ impl Runtime {
         self.root.join("runtime")
     }
 
+    /// Mount the container's root filesystem (overlayfs over the image's
+    /// layers) and return it; `start` uses it.
+    pub async fn prepare(&self, id: &str, layers: &[PathBuf]) -> Result<PathBuf, RuntimeError> {
+        let dir = self.dir(id);
+        for d in [dir.join("rootfs"), dir.join("upper"), dir.join("work")] {
+            tokio::fs::create_dir_all(&d)
+                .await
+                .map_err(io("creating", &d))?;
+        }
+        mount_overlay(id, layers, &dir).await?;
+        Ok(dir.join("rootfs"))
+    }
+
     /// Create and start a container; returns its pid. The shim keeps running
     /// after this returns; a task reaps it when it ends.
     pub async fn start(&self, l: &Launch<'_>) -> Result<i32, RuntimeError> {
@@ -184,6 +197,16 @@ impl Runtime {
                     format!("the shim failed: {}", last_line(&log))
                 }
             },
+        };
+        // libcontainer says where it failed in the shim's log
+        let log = tokio::fs::read_to_string(&shim_log)
+            .await
+            .unwrap_or_default();
+        let detail: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
+        let message = if detail.is_empty() {
+            message
+        } else {
+            format!("{message} ({})", detail.join("; "))
         };
         Err(RuntimeError::Start {
             id: l.id.to_string(),

@@ -148,7 +148,40 @@ pub fn main(args: &[String]) -> i32 {
 
 type Readers = Vec<std::thread::JoinHandle<()>>;
 
+/// Apply the spec's oom_score_adj to the shim itself (the container
+/// inherits it); where the machine refuses it (a sandbox without
+/// CAP_SYS_RESOURCE), drop it from the spec rather than fail the container.
+fn settle_oom_score_adj(bundle: &Path) {
+    let path = bundle.join("config.json");
+    let Ok(data) = std::fs::read(&path) else {
+        return;
+    };
+    let Ok(mut spec) = serde_json::from_slice::<serde_json::Value>(&data) else {
+        return;
+    };
+    let Some(v) = spec
+        .pointer("/process/oomScoreAdj")
+        .and_then(|v| v.as_i64())
+    else {
+        return;
+    };
+    if std::fs::write("/proc/self/oom_score_adj", v.to_string()).is_ok() {
+        return;
+    }
+    tracing::warn!(
+        value = v,
+        "this machine refuses oom_score_adj; the container runs without it"
+    );
+    if let Some(p) = spec.get_mut("process").and_then(|p| p.as_object_mut()) {
+        p.remove("oomScoreAdj");
+    }
+    if let Ok(out) = serde_json::to_vec(&spec) {
+        let _ = std::fs::write(&path, out);
+    }
+}
+
 fn start(args: &ShimArgs) -> Result<(Pid, Readers), String> {
+    settle_oom_score_adj(&args.bundle);
     let (out_r, out_w) = std::io::pipe().map_err(|e| format!("pipe: {e}"))?;
     let (err_r, err_w) = std::io::pipe().map_err(|e| format!("pipe: {e}"))?;
     let null = File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
@@ -167,7 +200,7 @@ fn start(args: &ShimArgs) -> Result<(Pid, Readers), String> {
         .with_systemd(false)
         .with_detach(true)
         .build()
-        .map_err(|e| format!("creating container: {e}"))?;
+        .map_err(|e| format!("creating container: {e}: {e:?}"))?;
     let readers = vec![
         copy_stream(out_r, Stream::Stdout, writer.clone()),
         copy_stream(err_r, Stream::Stderr, writer),
@@ -202,7 +235,7 @@ fn copy_stream(
             }
         }
         let mut w = to.lock().unwrap_or_else(|p| p.into_inner());
-        let _ = w.flush(stream);
+        let _ = w.flush_stream(stream);
     })
 }
 

@@ -1,0 +1,514 @@
+//! The kubelet for real, as root: a real apiserver and etcd, a busybox image
+//! built from Debian's busybox-static and pushed to a real registry
+//! (docker-registry), and the kubelet binary running in a "node" network
+//! namespace (reaching the apiserver and registry through relays on its
+//! loopback). Pods run through libcontainer with CNI networking: env and
+//! volumes visible inside, exit codes, restart on liveness failure, a memory
+//! limit, hostPort, and everything removed after deletion. Skipped without
+//! root and the tools, except under CI, where that fails.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use apiserver::testing::{free_port, write_kubeconfig, NetnsRelay, TestServer};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, DeleteParams, PostParams};
+use serde_json::json;
+
+fn has(cmd: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {cmd}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+fn can_run() -> bool {
+    let ok = nix::unistd::Uid::effective().is_root()
+        && [
+            "ip",
+            "socat",
+            "docker-registry",
+            "skopeo",
+            "umoci",
+            "busybox",
+            "nsenter",
+            "unshare",
+            "iptables",
+        ]
+        .iter()
+        .all(|c| has(c))
+        && Path::new("/usr/lib/cni/bridge").exists();
+    assert!(
+        ok || std::env::var_os("CI").is_none(),
+        "CI must run this as root with the node packages installed (hack/lib/common.sh)"
+    );
+    ok
+}
+
+fn images_sh() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../hack/lib/images.sh")
+}
+
+fn sh(script: &str) -> String {
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "set -e; source {}; {script}",
+            images_sh().display()
+        ))
+        .output()
+        .expect("bash");
+    assert!(
+        out.status.success(),
+        "{script}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+const NODE_IP: &str = "10.252.0.2";
+
+/// The node: its namespace, relays, registry, kubelet; removed on drop.
+struct Node1 {
+    netns: String,
+    dir: tempfile::TempDir,
+    registry_dir: PathBuf,
+    relays: Vec<NetnsRelay>,
+    kubelet: Option<Child>,
+    cgroup_root: String,
+}
+
+impl Node1 {
+    fn new() -> Node1 {
+        let tag = std::process::id() % 100_000;
+        let netns = format!("ikt-node-{tag}");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let _ = Command::new("ip").args(["netns", "del", &netns]).output();
+        let ok = |args: &[&str]| {
+            let out = Command::new(args[0])
+                .args(&args[1..])
+                .output()
+                .expect("run");
+            assert!(
+                out.status.success(),
+                "{args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        ok(&["ip", "netns", "add", &netns]);
+        ok(&["ip", "-n", &netns, "link", "set", "lo", "up"]);
+        // an interface for the node's IP (a veth pair kept inside the node)
+        ok(&[
+            "ip", "-n", &netns, "link", "add", "eth0", "type", "veth", "peer", "name", "eth1",
+        ]);
+        ok(&["ip", "-n", &netns, "link", "set", "eth1", "up"]);
+        ok(&[
+            "ip",
+            "-n",
+            &netns,
+            "addr",
+            "add",
+            &format!("{NODE_IP}/24"),
+            "dev",
+            "eth0",
+        ]);
+        ok(&["ip", "-n", &netns, "link", "set", "eth0", "up"]);
+        let registry_dir = dir.path().join("registry");
+        Node1 {
+            netns,
+            registry_dir,
+            dir,
+            relays: Vec::new(),
+            kubelet: None,
+            cgroup_root: format!("/ikt-{tag}"),
+        }
+    }
+
+    fn exec(&self, args: &[&str]) -> std::process::Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.netns])
+            .args(args)
+            .output()
+            .expect("ip netns exec")
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    fn logs(&self) -> PathBuf {
+        self.dir.path().join("logs")
+    }
+
+    /// Build the busybox image, start a registry and push it; its reference
+    /// as the node sees it (through the relay).
+    fn image(&mut self) -> String {
+        let layout = self.dir.path().join("layout");
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        sh(&format!(
+            "ironkube::build_busybox_image {} >/dev/null; ironkube::start_registry {} {addr} >/dev/null; ironkube::push_image {} {addr}/busybox:v1 >/dev/null",
+            layout.display(),
+            self.registry_dir.display(),
+            layout.display()
+        ));
+        let reg: std::net::SocketAddr = addr.parse().expect("addr");
+        self.relays.push(NetnsRelay::start(&self.netns, port, reg));
+        format!("{addr}/busybox:v1")
+    }
+
+    fn start_kubelet(&mut self, ts: &TestServer) {
+        self.relays
+            .push(NetnsRelay::start(&self.netns, 6443, ts.addr));
+        let kc = self.dir.path().join("kubelet.kubeconfig");
+        write_kubeconfig(
+            &kc,
+            "127.0.0.1:6443".parse().expect("addr"),
+            &ts.pki.ca_pem,
+            &ts.pki.admin_cert,
+            &ts.pki.admin_key,
+        );
+        let config = self.dir.path().join("kubelet.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\npodLogsDir: {}\nnodeStatusUpdateFrequency: 2s\n",
+                self.logs().display()
+            ),
+        )
+        .expect("write config");
+        let log = std::fs::File::create(self.dir.path().join("kubelet.log")).expect("log");
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/var/run/netns/{}", self.netns))
+            .arg(env!("CARGO_BIN_EXE_kubelet"))
+            .arg(format!("--kubeconfig={}", kc.display()))
+            .arg(format!("--config={}", config.display()))
+            .arg(format!("--root-dir={}", self.root().display()))
+            .arg(format!("--cgroup-root={}", self.cgroup_root))
+            .args([
+                "--hostname-override=node-1",
+                &format!("--node-ip={NODE_IP}"),
+                "--pod-cidr=10.253.1.0/24",
+                "--healthz-port=0",
+                "-v=3",
+            ])
+            .env("RUST_LOG", "info,kubelet=debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start kubelet");
+        self.kubelet = Some(child);
+    }
+
+    fn kubelet_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("kubelet.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Node1 {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.kubelet_log();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!("--- kubelet log (last lines) ---");
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
+        if let Some(mut k) = self.kubelet.take() {
+            let _ = k.kill();
+            let _ = k.wait();
+        }
+        // whatever a failed test left running: the containers' shims and
+        // processes, their mounts, the pod namespaces, the cgroups
+        let root = self.root();
+        let _ = Command::new("pkill")
+            .args([
+                "-KILL",
+                "-f",
+                &format!("runtime-shim .* {}", root.display()),
+            ])
+            .output();
+        if let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") {
+            let mut mps: Vec<&str> = info
+                .lines()
+                .filter_map(|l| l.split(' ').nth(4))
+                .filter(|m| m.starts_with(&*self.dir.path().to_string_lossy()))
+                .collect();
+            mps.sort_by_key(|m| std::cmp::Reverse(m.len()));
+            for m in mps {
+                let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+        if let Ok(rd) = std::fs::read_dir(root.join("pods")) {
+            for e in rd.flatten() {
+                let ns = format!("ik-{}", e.file_name().to_string_lossy());
+                let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+            }
+        }
+        kubelet::cgroups::remove(&self.cgroup_root);
+        self.relays.clear();
+        let _ = Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "source {}; ironkube::stop_registry {}",
+                images_sh().display(),
+                self.registry_dir.display()
+            ))
+            .output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.netns])
+            .output();
+    }
+}
+
+async fn eventually<T, F, Fut>(what: &str, secs: u64, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn pod_where(
+    api: &Api<Pod>,
+    name: &str,
+    what: &str,
+    secs: u64,
+    f: impl Fn(&Pod) -> bool,
+) -> Pod {
+    eventually(what, secs, || async {
+        api.get_opt(name).await.ok().flatten().filter(|p| f(p))
+    })
+    .await
+}
+
+fn phase(p: &Pod) -> &str {
+    p.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("")
+}
+
+fn container_status(p: &Pod, i: usize) -> Option<&k8s_openapi::api::core::v1::ContainerStatus> {
+    p.status.as_ref()?.container_statuses.as_ref()?.get(i)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubelet_runs_pods() {
+    if !can_run() {
+        eprintln!("skipping: needs root and the node packages");
+        return;
+    }
+    let ts = TestServer::start();
+    let mut node = Node1::new();
+    let image = node.image();
+    node.start_kubelet(&ts);
+    let client = ts.client().await;
+    let nodes: Api<Node> = Api::all(client.clone());
+    let ready = eventually("node-1 Ready", 60, || async {
+        let n = nodes.get_opt("node-1").await.ok().flatten()?;
+        let ok = n
+            .status
+            .as_ref()?
+            .conditions
+            .as_ref()?
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+        ok.then_some(n)
+    })
+    .await;
+    let st = ready.status.clone().unwrap_or_default();
+    assert!(st
+        .capacity
+        .as_ref()
+        .is_some_and(|c| c.contains_key("cpu") && c.contains_key("memory")));
+    assert_eq!(
+        st.addresses.as_ref().map(|a| a[0].address.as_str()),
+        Some(NODE_IP)
+    );
+    let lease = ts.kubectl(&["get", "lease", "-n", "kube-node-lease", "node-1"]);
+    assert!(lease.status.success(), "the node's lease exists");
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    ts.kubectl_ok(&["create", "configmap", "cfg", "--from-literal=color=blue"]);
+    ts.kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "sec",
+        "--from-literal=password=s3cret",
+    ]);
+
+    // env and volumes visible inside; the pod gets an IP from the podCIDR
+    let pod: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "env", "labels": {"app": "env"}},
+        "spec": {
+            "nodeName": "node-1",
+            "containers": [{
+                "name": "main", "image": image,
+                "command": ["sh", "-c", "echo PLAIN=$PLAIN; echo POD=$POD_NAME; echo COLOR=$COLOR; echo PASS=$PASS; echo FILE=$(cat /cfg/color); echo SECRET=$(cat /sec/password); echo HOST=$(hostname); touch /data/x && echo EMPTYDIR=ok; sleep 3600"],
+                "env": [
+                    {"name": "PLAIN", "value": "v1"},
+                    {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                    {"name": "COLOR", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "color"}}},
+                    {"name": "PASS", "valueFrom": {"secretKeyRef": {"name": "sec", "key": "password"}}}
+                ],
+                "volumeMounts": [
+                    {"name": "cfg", "mountPath": "/cfg"},
+                    {"name": "sec", "mountPath": "/sec"},
+                    {"name": "data", "mountPath": "/data"}
+                ],
+                "resources": {"limits": {"memory": "32Mi", "cpu": "500m"}}
+            }],
+            "volumes": [
+                {"name": "cfg", "configMap": {"name": "cfg"}},
+                {"name": "sec", "secret": {"secretName": "sec"}},
+                {"name": "data", "emptyDir": {}}
+            ]
+        }
+    }))
+    .expect("pod");
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .expect("create env pod");
+    let running = pod_where(&pods, "env", "env pod Running and Ready", 90, |p| {
+        phase(p) == "Running" && container_status(p, 0).is_some_and(|c| c.ready)
+    })
+    .await
+    .status
+    .unwrap_or_default();
+    let ip = running.pod_ip.clone().unwrap_or_default();
+    assert!(ip.starts_with("10.253.1."), "pod IP {ip} from the podCIDR");
+    let cs = running.container_statuses.clone().unwrap_or_default();
+    assert!(cs[0]
+        .container_id
+        .as_deref()
+        .unwrap_or("")
+        .starts_with("libcontainer://"));
+    assert!(cs[0].image_id.contains("@sha256:"), "{:?}", cs[0].image_id);
+    // limits without requests: requests default to them, so Guaranteed
+    assert_eq!(running.qos_class.as_deref(), Some("Guaranteed"));
+    let uid = ts.kubectl_ok(&["get", "pod", "env", "-o", "jsonpath={.metadata.uid}"]);
+    let log_file = node
+        .logs()
+        .join(format!("default_env_{uid}"))
+        .join("main/0.log");
+    let text = eventually("the env pod's log", 20, || async {
+        let t = std::fs::read_to_string(&log_file).ok()?;
+        t.contains("EMPTYDIR=ok").then_some(t)
+    })
+    .await;
+    for want in [
+        "PLAIN=v1",
+        "POD=env",
+        "COLOR=blue",
+        "PASS=s3cret",
+        "FILE=blue",
+        "SECRET=s3cret",
+        "HOST=env",
+    ] {
+        assert!(
+            text.contains(&format!(" stdout F {want}\n")),
+            "{want} in\n{text}"
+        );
+    }
+    // the memory limit is on the container's cgroup
+    let cg = format!("{}/kubepods/pod{uid}", node.cgroup_root);
+    assert!(kubelet::cgroups::exists(&cg), "pod cgroup {cg}");
+    // reachable from the node over the pod network
+    let ping = node.exec(&["busybox", "ping", "-c", "1", "-W", "2", &ip]);
+    assert!(
+        ping.status.success(),
+        "ping {ip}: {}",
+        String::from_utf8_lossy(&ping.stdout)
+    );
+
+    // exit codes with restartPolicy Never
+    let failing: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "fails"},
+        "spec": {"nodeName": "node-1", "restartPolicy": "Never",
+            "containers": [{"name": "c", "image": image, "command": ["sh", "-c", "exit 3"]}]}
+    }))
+    .expect("pod");
+    pods.create(&PostParams::default(), &failing)
+        .await
+        .expect("create");
+    let failed = pod_where(&pods, "fails", "pod Failed", 60, |p| phase(p) == "Failed").await;
+    let term = container_status(&failed, 0)
+        .and_then(|c| c.state.as_ref()?.terminated.clone())
+        .expect("terminated state");
+    assert_eq!((term.exit_code, term.reason.as_deref()), (3, Some("Error")));
+
+    // a failing liveness probe restarts the container
+    let live: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "live"},
+        "spec": {"nodeName": "node-1", "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "c", "image": image,
+                "command": ["sh", "-c", "touch /tmp/healthy; sleep 2; rm /tmp/healthy; sleep 3600"],
+                "livenessProbe": {"exec": {"command": ["cat", "/tmp/healthy"]}, "periodSeconds": 1, "failureThreshold": 1}}]}
+    }))
+    .expect("pod");
+    pods.create(&PostParams::default(), &live)
+        .await
+        .expect("create");
+    let restarted = pod_where(&pods, "live", "a liveness restart", 60, |p| {
+        container_status(p, 0).is_some_and(|c| c.restart_count >= 1)
+    })
+    .await;
+    let last = container_status(&restarted, 0)
+        .and_then(|c| c.last_state.as_ref()?.terminated.clone())
+        .expect("last state");
+    assert_eq!(last.exit_code, 137, "{last:?}");
+    let events = ts.kubectl_ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=live",
+    ]);
+    assert!(
+        events.contains("Unhealthy") && events.contains("Killing"),
+        "{events}"
+    );
+
+    // delete everything: nothing of the pods is left
+    for name in ["env", "fails", "live"] {
+        pods.delete(name, &DeleteParams::default())
+            .await
+            .expect("delete");
+    }
+    eventually("the pods gone", 60, || async {
+        let l = pods.list(&Default::default()).await.ok()?;
+        l.items.is_empty().then_some(())
+    })
+    .await;
+    let left: Vec<_> = std::fs::read_dir(node.root().join("containers"))
+        .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        left.is_empty(),
+        "containers left: {left:?}\n{}",
+        node.kubelet_log()
+    );
+    assert!(!kubelet::cgroups::exists(&cg), "pod cgroup {cg} removed");
+    assert!(!Path::new(&format!("/var/run/netns/ik-{uid}")).exists());
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    assert!(
+        !mounts.contains(&*node.root().to_string_lossy()),
+        "mounts left under the root dir"
+    );
+    drop(node);
+}
