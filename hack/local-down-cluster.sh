@@ -18,6 +18,9 @@ for d in "$OUT_DIR"/nodes/node-*; do
 done
 ironkube::stop_registry "$OUT_DIR/registry" 2>/dev/null || true
 ironkube::harness_net_down
+for h in /sys/fs/cgroup/*/ironkube /sys/fs/cgroup/ironkube; do
+  [[ -d $h ]] && rmdir "$h" 2>/dev/null || true
+done
 
 for c in kube-scheduler kube-controller-manager kube-apiserver etcd; do
   if [[ -f "$OUT_DIR/$c.pid" ]]; then

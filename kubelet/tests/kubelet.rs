@@ -87,6 +87,16 @@ impl Node1 {
         let netns = format!("ikt-node-{tag}");
         let dir = tempfile::tempdir().expect("tempdir");
         let _ = Command::new("ip").args(["netns", "del", &netns]).output();
+        let registry_dir = dir.path().join("registry");
+        // built first, so a failure below still removes what was made
+        let node = Node1 {
+            netns: netns.clone(),
+            registry_dir,
+            dir,
+            relays: Vec::new(),
+            kubelet: None,
+            cgroup_root: format!("/ikt-{tag}"),
+        };
         let ok = |args: &[&str]| {
             let out = Command::new(args[0])
                 .args(&args[1..])
@@ -116,15 +126,7 @@ impl Node1 {
             "eth0",
         ]);
         ok(&["ip", "-n", &netns, "link", "set", "eth0", "up"]);
-        let registry_dir = dir.path().join("registry");
-        Node1 {
-            netns,
-            registry_dir,
-            dir,
-            relays: Vec::new(),
-            kubelet: None,
-            cgroup_root: format!("/ikt-{tag}"),
-        }
+        node
     }
 
     fn exec(&self, args: &[&str]) -> std::process::Output {
