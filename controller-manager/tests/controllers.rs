@@ -1258,10 +1258,20 @@ async fn cronjobs_start_jobs_when_due() {
     )
     .await
     .expect("complete");
-    eventually("lastSuccessfulTime and no active job", || async {
-        let s = crons.get("tick").await.ok()?.status?;
-        (s.last_successful_time.is_some() && s.active.unwrap_or_default().is_empty()).then_some(())
-    })
+    // (a new minute may start the next run meanwhile: only the finished job
+    // must be gone from active)
+    eventually(
+        "lastSuccessfulTime and the finished job not active",
+        || async {
+            let s = crons.get("tick").await.ok()?.status?;
+            let still = s
+                .active
+                .unwrap_or_default()
+                .iter()
+                .any(|r| r.name.as_deref() == Some(name.as_str()));
+            (s.last_successful_time.is_some() && !still).then_some(())
+        },
+    )
     .await;
     let events = ts.kubectl_ok(&[
         "get",
