@@ -21,14 +21,6 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
-fn wait_port(port: u16, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "{what} did not open port {port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// A real etcd (Debian's etcd-server) on loopback.
 pub struct Etcd {
     child: Child,
@@ -46,7 +38,19 @@ impl Etcd {
         Self::start_inner(Some(pki))
     }
 
+    /// Ports are picked free and then bound by etcd, so another process may
+    /// take one in between: a start that does not come up is tried again on
+    /// new ports.
     fn start_inner(pki: Option<&Pki>) -> Etcd {
+        for _ in 0..2 {
+            if let Some(e) = Self::try_start(pki) {
+                return e;
+            }
+        }
+        Self::try_start(pki).expect("etcd did not start three times (see its log)")
+    }
+
+    fn try_start(pki: Option<&Pki>) -> Option<Etcd> {
         let dir = tempfile::tempdir().expect("tempdir");
         let client = free_port();
         let peer = free_port();
@@ -87,12 +91,24 @@ impl Etcd {
             .expect(
                 "etcd must be installed (apt-get install etcd-server); hack/test.sh installs it",
             );
-        wait_port(client, "etcd");
-        Etcd {
+        let mut child = child;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", client)).is_err() {
+            let exited = matches!(child.try_wait(), Ok(Some(_)));
+            if exited || Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                let log = std::fs::read_to_string(dir.path().join("etcd.log")).unwrap_or_default();
+                eprintln!("etcd on port {client} did not start; retrying: {log}");
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(Etcd {
             child,
             endpoint: format!("{scheme}://127.0.0.1:{client}"),
             dir,
-        }
+        })
     }
 
     /// etcdctl against this etcd (keys as a person would read them).

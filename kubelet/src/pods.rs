@@ -591,6 +591,21 @@ async fn make_sandbox(kl: &Kubelet, pod: &Pod) -> Result<Sandbox, String> {
         .map_err(|e| e.to_string())
 }
 
+/// A container that could not be started: event Failed and a waiting reason.
+fn fail_container(
+    kl: &Kubelet,
+    cref: &ObjectReference,
+    st: &mut PodState,
+    name: &str,
+    reason: &str,
+    msg: String,
+) {
+    kl.recorder
+        .emit(cref, EventType::Warning, "Failed", &format!("Error: {msg}"));
+    st.waiting
+        .insert(name.to_string(), (reason.to_string(), msg));
+}
+
 fn new_container_id() -> String {
     use rand::Rng;
     let mut rng = rand::rng();
@@ -700,14 +715,7 @@ async fn ensure_started(
     let env = match crate::volumes::container_env(kl, pod, c, st, &image.config).await {
         Ok(e) => e,
         Err(msg) => {
-            kl.recorder.emit(
-                &cref,
-                EventType::Warning,
-                "Failed",
-                &format!("Error: {msg}"),
-            );
-            st.waiting
-                .insert(c.name.clone(), ("CreateContainerConfigError".into(), msg));
+            fail_container(kl, &cref, st, &c.name, "CreateContainerConfigError", msg);
             return;
         }
     };
@@ -726,14 +734,7 @@ async fn ensure_started(
     let mounts = match volumes.mounts_for(kl, pod, c, &id, &sandbox).await {
         Ok(m) => m,
         Err(msg) => {
-            kl.recorder.emit(
-                &cref,
-                EventType::Warning,
-                "Failed",
-                &format!("Error: {msg}"),
-            );
-            st.waiting
-                .insert(c.name.clone(), ("CreateContainerConfigError".into(), msg));
+            fail_container(kl, &cref, st, &c.name, "CreateContainerConfigError", msg);
             return;
         }
     };
@@ -747,14 +748,7 @@ async fn ensure_started(
         Ok(r) => r,
         Err(e) => {
             let msg = e.to_string();
-            kl.recorder.emit(
-                &cref,
-                EventType::Warning,
-                "Failed",
-                &format!("Error: {msg}"),
-            );
-            st.waiting
-                .insert(c.name.clone(), ("CreateContainerError".into(), msg));
+            fail_container(kl, &cref, st, &c.name, "CreateContainerError", msg);
             let _ = kl.runtime.remove(&id).await;
             return;
         }
@@ -774,14 +768,7 @@ async fn ensure_started(
         Ok(s) => s,
         Err(e) => {
             let msg = e.to_string();
-            kl.recorder.emit(
-                &cref,
-                EventType::Warning,
-                "Failed",
-                &format!("Error: {msg}"),
-            );
-            st.waiting
-                .insert(c.name.clone(), ("CreateContainerConfigError".into(), msg));
+            fail_container(kl, &cref, st, &c.name, "CreateContainerConfigError", msg);
             let _ = kl.runtime.remove(&id).await;
             return;
         }
@@ -841,14 +828,7 @@ async fn ensure_started(
         Err(e) => {
             let msg = e.to_string();
             tracing::warn!(pod = %pod_name, container = %c.name, error = %msg, "starting a container");
-            kl.recorder.emit(
-                &cref,
-                EventType::Warning,
-                "Failed",
-                &format!("Error: {msg}"),
-            );
-            st.waiting
-                .insert(c.name.clone(), ("RunContainerError".into(), msg));
+            fail_container(kl, &cref, st, &c.name, "RunContainerError", msg);
             let _ = kl.runtime.remove(&id).await;
             let mut b = kl.backoff.lock().unwrap_or_else(|p| p.into_inner());
             b.next(&key, Instant::now());
