@@ -214,7 +214,7 @@ fn pod_ref(pod: &Pod) -> ObjectReference {
     }
 }
 
-fn container_ref(pod: &Pod, c: &str, init: bool) -> ObjectReference {
+pub(crate) fn container_ref(pod: &Pod, c: &str, init: bool) -> ObjectReference {
     let mut r = pod_ref(pod);
     r.field_path = Some(if init {
         format!("spec.initContainers{{{c}}}")

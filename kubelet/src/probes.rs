@@ -170,7 +170,7 @@ impl Prober {
                     let exceeded = *n >= failure_threshold;
                     drop(s);
                     kl.recorder.emit(
-                        &container_ref(pod, &c.name),
+                        &crate::pods::container_ref(pod, &c.name, false),
                         EventType::Warning,
                         "Unhealthy",
                         &format!("{} probe failed: {msg}", kind.name()),
@@ -187,18 +187,6 @@ impl Prober {
             }
         }
         restart
-    }
-}
-
-fn container_ref(pod: &Pod, name: &str) -> k8s_openapi::api::core::v1::ObjectReference {
-    k8s_openapi::api::core::v1::ObjectReference {
-        api_version: Some("v1".into()),
-        kind: Some("Pod".into()),
-        name: pod.metadata.name.clone(),
-        namespace: pod.metadata.namespace.clone(),
-        uid: pod.metadata.uid.clone(),
-        field_path: Some(format!("spec.containers{{{name}}}")),
-        ..Default::default()
     }
 }
 

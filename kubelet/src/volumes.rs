@@ -861,18 +861,10 @@ fn node_allocatable() -> BTreeMap<String, k8s_openapi::apimachinery::pkg::api::r
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    let mem = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))
-                .and_then(|v| v.split_whitespace().next())
-                .and_then(|v| v.parse::<u64>().ok())
-        })
-        .unwrap_or(0);
+    let mem = crate::node::meminfo("MemTotal").unwrap_or(0);
     BTreeMap::from([
         ("cpu".to_string(), Quantity(cpus.to_string())),
-        ("memory".to_string(), Quantity(format!("{mem}Ki"))),
+        ("memory".to_string(), Quantity(mem.to_string())),
     ])
 }
 
