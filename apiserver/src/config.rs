@@ -59,6 +59,21 @@ pub struct Flags {
     /// How many recent events the watch cache keeps for watchers resuming from an older resourceVersion.
     #[arg(long, default_value_t = 10_000)]
     pub default_watch_cache_size: usize,
+    /// The client certificate the apiserver presents to kubelets (logs, exec, port-forward).
+    #[arg(long)]
+    pub kubelet_client_certificate: Option<PathBuf>,
+    #[arg(long)]
+    pub kubelet_client_key: Option<PathBuf>,
+    /// The CA of kubelets' serving certificates; without it they are not verified (as upstream).
+    #[arg(long)]
+    pub kubelet_certificate_authority: Option<PathBuf>,
+    /// Which node address reaches a kubelet, in order of preference.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "Hostname,InternalDNS,InternalIP,ExternalDNS,ExternalIP"
+    )]
+    pub kubelet_preferred_address_types: Vec<String>,
     /// Log verbosity (0-10), mapped onto tracing levels.
     #[arg(short = 'v', long = "v", default_value_t = 2)]
     pub verbosity: u8,
@@ -93,6 +108,7 @@ pub struct Config {
     pub event_ttl: Duration,
     pub watch_cache_size: usize,
     pub compaction_interval: Duration,
+    pub kubelets: crate::proxy::KubeletClient,
 }
 
 fn read(path: &PathBuf) -> Result<Vec<u8>, ConfigError> {
@@ -120,7 +136,27 @@ impl Flags {
         if self.authorization_mode != "AlwaysAllow" {
             tracing::warn!(mode = %self.authorization_mode, "only AlwaysAllow authorization is implemented; authenticated users may do everything");
         }
+        let kubelets = crate::proxy::KubeletClient::new(
+            self.kubelet_client_certificate
+                .as_ref()
+                .map(read)
+                .transpose()?
+                .as_deref(),
+            self.kubelet_client_key
+                .as_ref()
+                .map(read)
+                .transpose()?
+                .as_deref(),
+            self.kubelet_certificate_authority
+                .as_ref()
+                .map(read)
+                .transpose()?
+                .as_deref(),
+            self.kubelet_preferred_address_types.clone(),
+        )
+        .map_err(|why| invalid("kubelet-client-certificate", why))?;
         Ok(Config {
+            kubelets,
             etcd_tls: EtcdTls {
                 ca_pem: self.etcd_cafile.as_ref().map(read).transpose()?,
                 cert_pem: self.etcd_certfile.as_ref().map(read).transpose()?,

@@ -31,6 +31,10 @@ fn sub_info(
         "binding" => ("", "v1", "Binding", &["create"]),
         "eviction" => ("policy", "v1", "Eviction", &["create"]),
         "finalize" => (res.group, res.version, res.kind, &["update"]),
+        "log" => ("", "v1", "Pod", &["get"]),
+        "exec" => ("", "v1", "PodExecOptions", &["create", "get"]),
+        "attach" => ("", "v1", "PodAttachOptions", &["create", "get"]),
+        "portforward" => ("", "v1", "PodPortForwardOptions", &["create", "get"]),
         _ => (
             res.group,
             res.version,

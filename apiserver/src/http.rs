@@ -476,7 +476,7 @@ async fn serve_resource(
     accept: &str,
     labels: &mut RequestLabels,
 ) -> ApiResult<Response<Body>> {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let method = parts.method.clone();
     let dry_run = match q.get("dryRun") {
         None | Some("") => false,
@@ -515,6 +515,17 @@ async fn serve_resource(
     let name = t.name.clone();
     let sub = t.sub.as_deref();
     let resp = match (&method, name.as_deref(), sub) {
+        (&Method::GET, Some(n), Some("log"))
+        | (&Method::GET | &Method::POST, Some(n), Some("exec" | "attach" | "portforward"))
+            if res.plural == "pods" =>
+        {
+            labels.verb = if sub == Some("log") { "GET" } else { "CONNECT" };
+            let sub = sub.unwrap_or_default().to_string();
+            let pod = store::get(&ctx, n).await?;
+            let ns = t.ns.clone().unwrap_or_default();
+            let parts = std::mem::replace(&mut parts, Request::new(()).into_parts().0);
+            return crate::proxy::serve(api, pod, &ns, n, &sub, parts).await;
+        }
         (&Method::GET, None, None) => {
             let out = negotiate(accept, &allowed)?;
             if t.watch_path || q.flag("watch") {

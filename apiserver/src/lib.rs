@@ -17,6 +17,7 @@ pub mod http;
 pub mod metrics;
 pub mod openapi;
 pub mod protobuf;
+pub mod proxy;
 pub mod registry;
 pub mod selectors;
 pub mod services;
@@ -87,6 +88,8 @@ pub struct Api {
     bootstrapped: AtomicBool,
     advertise: IpAddr,
     port: u16,
+    /// how pod logs, exec and port-forward reach kubelets
+    pub kubelets: proxy::KubeletClient,
 }
 
 impl Api {
@@ -237,6 +240,7 @@ impl Server {
             bootstrapped: AtomicBool::new(false),
             advertise: cfg.advertise_address,
             port,
+            kubelets: cfg.kubelets.clone(),
         });
         Ok(Server {
             listener,

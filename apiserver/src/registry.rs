@@ -69,7 +69,15 @@ pub static RESOURCES: &[Resource] = &[
         &["po"],
         ALL,
         "pods",
-        &["status", "binding", "eviction"],
+        &[
+            "status",
+            "binding",
+            "eviction",
+            "log",
+            "exec",
+            "attach",
+            "portforward"
+        ],
         false,
         &[
             "spec.nodeName",

@@ -253,7 +253,16 @@ impl TestServer {
         tweak: impl FnOnce(&mut crate::config::Config),
     ) -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
+        let (kc, kk) = pki.client("kube-apiserver-kubelet-client", &["system:masters"]);
+        let kubelets = crate::proxy::KubeletClient::new(
+            Some(kc.as_bytes()),
+            Some(kk.as_bytes()),
+            None,
+            vec!["InternalIP".into(), "Hostname".into()],
+        )
+        .expect("kubelet client");
         let cfg = crate::config::Config {
+            kubelets,
             etcd_servers: vec![etcd.endpoint.clone()],
             etcd_tls: Default::default(),
             etcd_prefix: "/registry".into(),

@@ -89,7 +89,11 @@ pub async fn run(
         shutdown.clone(),
     ));
 
+    let tls = crate::server::tls_config(&settings.tls, &settings.node_name, &settings.node_ips)?;
+    let (addr, anonymous) = (settings.server, settings.tls.anonymous);
     let kl = Kubelet::new(client, settings, runtime, images, cni_rx);
+    let bound = crate::server::serve(kl.clone(), addr, tls, anonymous, shutdown.clone()).await?;
+    tracing::info!(address = %bound, "serving the kubelet API over HTTPS");
     tracing::info!(node = %kl.settings.node_name, "kubelet running");
     crate::pods::run(kl, shutdown).await;
     Ok(())

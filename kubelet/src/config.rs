@@ -72,6 +72,21 @@ pub struct Flags {
     /// Where the CNI plugins are (default /usr/lib/cni, Debian's containernetworking-plugins).
     #[arg(long)]
     pub cni_bin_dir: Option<PathBuf>,
+    /// The HTTPS server's certificate (with --tls-private-key-file); without
+    /// them a self-signed one is made in --cert-dir.
+    #[arg(long)]
+    pub tls_cert_file: Option<PathBuf>,
+    #[arg(long)]
+    pub tls_private_key_file: Option<PathBuf>,
+    /// Where the self-signed serving certificate is kept (default <root-dir>/pki).
+    #[arg(long)]
+    pub cert_dir: Option<PathBuf>,
+    /// Client certificates signed by this CA authenticate requests to the HTTPS server.
+    #[arg(long)]
+    pub client_ca_file: Option<PathBuf>,
+    /// Serve requests without a client certificate as system:anonymous (default true, as upstream's flag).
+    #[arg(long)]
+    pub anonymous_auth: Option<bool>,
     /// Registries (host:port) pulled from over plain HTTP, comma separated.
     #[arg(long, value_delimiter = ',')]
     pub insecure_registries: Option<Vec<String>>,
@@ -103,6 +118,7 @@ pub struct Settings {
     pub node_status_report_frequency: Duration,
     pub node_lease_duration_seconds: i32,
     pub log_dir: PathBuf,
+    pub tls: crate::server::TlsSettings,
 }
 
 /// Bytes in a Kubernetes quantity like "10Mi" or "500k".
@@ -272,7 +288,32 @@ pub fn settings(f: &Flags, file: Option<&str>) -> Result<Settings, String> {
     for t in f.register_with_taints.clone().unwrap_or_default() {
         taints.push(parse_taint(&t)?);
     }
+    let x509_ca = file
+        .pointer("/authentication/x509/clientCAFile")
+        .and_then(|v| v.as_str())
+        .map(PathBuf::from);
+    let anonymous = f
+        .anonymous_auth
+        .or_else(|| {
+            file.pointer("/authentication/anonymous/enabled")
+                .and_then(|v| v.as_bool())
+        })
+        .unwrap_or(true);
+    let tls = crate::server::TlsSettings {
+        cert_file: f
+            .tls_cert_file
+            .clone()
+            .or_else(|| str_of(&file, "tlsCertFile").map(PathBuf::from)),
+        key_file: f
+            .tls_private_key_file
+            .clone()
+            .or_else(|| str_of(&file, "tlsPrivateKeyFile").map(PathBuf::from)),
+        cert_dir: f.cert_dir.clone().unwrap_or_else(|| f.root_dir.join("pki")),
+        client_ca_file: f.client_ca_file.clone().or(x509_ca),
+        anonymous,
+    };
     Ok(Settings {
+        tls,
         kubeconfig: f.kubeconfig.clone(),
         node_name,
         node_ips,

@@ -3,7 +3,9 @@
 //! containers through youki's libcontainer in sandboxes (`sandbox`, `cni`)
 //! over images from the local store (`image`, `images`), with volumes
 //! (`volumes`), probes (`probes`) and logs (`logs`); `node` keeps the Node,
-//! its Lease and its status; `agent` puts it together.
+//! its Lease and its status; `server` is the HTTPS kubelet API with
+//! `streaming` (exec, attach, port-forward over WebSocket and `spdy`);
+//! `agent` puts it together.
 
 pub mod agent;
 pub mod backoff;
@@ -20,8 +22,11 @@ pub mod probes;
 pub mod qos;
 pub mod runtime;
 pub mod sandbox;
+pub mod server;
 pub mod shim;
+pub mod spdy;
 pub mod spec;
+pub mod streaming;
 pub mod volumes;
 
 /// How container IDs are reported in pod status (`<runtime>://<id>`).

@@ -71,6 +71,19 @@ pub struct PodState {
     pub waiting: BTreeMap<String, (String, String)>,
 }
 
+/// A container as the kubelet's server reaches it.
+#[derive(Debug, Clone)]
+pub struct ContainerHandle {
+    pub id: String,
+    /// the container's init while it runs
+    pub pid: Option<i32>,
+    /// the current container's log
+    pub log: PathBuf,
+    /// the log of the container before the last restart
+    pub previous_log: Option<PathBuf>,
+    pub netns: Option<PathBuf>,
+}
+
 /// Everything pod workers share.
 pub struct Kubelet {
     pub client: kube::Client,
@@ -117,6 +130,53 @@ impl Kubelet {
     /// How many pods have a worker.
     pub fn pod_count(&self) -> usize {
         self.workers.lock().map(|w| w.len()).unwrap_or(0)
+    }
+
+    /// The pods the workers run now.
+    pub fn pods(&self) -> Vec<Arc<Pod>> {
+        let workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
+        workers
+            .values()
+            .filter_map(|tx| tx.borrow().clone())
+            .collect()
+    }
+
+    /// The pod this kubelet runs with that namespace and name.
+    pub fn pod_by_name(&self, namespace: &str, name: &str) -> Option<Arc<Pod>> {
+        let workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
+        workers.values().find_map(|tx| {
+            let pod = tx.borrow().clone()?;
+            (pod.metadata.namespace.as_deref() == Some(namespace)
+                && pod.metadata.name.as_deref() == Some(name))
+            .then_some(pod)
+        })
+    }
+
+    /// Where a container of a running pod is: its current container, its
+    /// init's pid while it runs, its logs and the pod's network namespace.
+    pub fn container_handle(&self, pod: &Pod, name: &str) -> Option<ContainerHandle> {
+        let uid = pod.metadata.uid.as_deref()?;
+        let st = load_state(self, uid);
+        let c = st.containers.get(name)?;
+        let pid = match self.runtime.state(&c.id) {
+            ContainerState::Running { pid, .. } if pid > 0 => Some(pid),
+            _ => None,
+        };
+        let dir = log_dir(self, pod).join(name);
+        Some(ContainerHandle {
+            id: c.id.clone(),
+            pid,
+            log: dir.join(format!("{}.log", c.restart_count)),
+            previous_log: (c.previous.is_some() && c.restart_count > 0)
+                .then(|| dir.join(format!("{}.log", c.restart_count - 1))),
+            netns: st.sandbox.as_ref().and_then(|s| s.netns.clone()),
+        })
+    }
+
+    /// The pod's network namespace (None: the node's, for hostNetwork pods).
+    pub fn pod_netns(&self, pod: &Pod) -> Option<PathBuf> {
+        let uid = pod.metadata.uid.as_deref()?;
+        load_state(self, uid).sandbox.and_then(|s| s.netns)
     }
 
     fn dispatch(self: &Arc<Self>, uid: &str, pod: Option<Arc<Pod>>) {

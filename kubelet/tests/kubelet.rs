@@ -110,11 +110,14 @@ impl Node1 {
         };
         ok(&["ip", "netns", "add", &netns]);
         ok(&["ip", "-n", &netns, "link", "set", "lo", "up"]);
-        // an interface for the node's IP (a veth pair kept inside the node)
+        // the node's IP on a veth pair to the machine (10.252.0.1), so the
+        // apiserver reaches the kubelet's HTTPS port as it would a node's
+        let host_if = format!("ikth{tag}");
         ok(&[
-            "ip", "-n", &netns, "link", "add", "eth0", "type", "veth", "peer", "name", "eth1",
+            "ip", "link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns", &netns,
         ]);
-        ok(&["ip", "-n", &netns, "link", "set", "eth1", "up"]);
+        ok(&["ip", "addr", "add", "10.252.0.1/24", "dev", &host_if]);
+        ok(&["ip", "link", "set", &host_if, "up"]);
         ok(&[
             "ip",
             "-n",
@@ -173,6 +176,8 @@ impl Node1 {
             &ts.pki.admin_cert,
             &ts.pki.admin_key,
         );
+        let ca = self.dir.path().join("ca.pem");
+        std::fs::write(&ca, &ts.pki.ca_pem).expect("write ca");
         let config = self.dir.path().join("kubelet.yaml");
         std::fs::write(
             &config,
@@ -190,6 +195,8 @@ impl Node1 {
             .arg(format!("--config={}", config.display()))
             .arg(format!("--root-dir={}", self.root().display()))
             .arg(format!("--cgroup-root={}", self.cgroup_root))
+            .arg(format!("--client-ca-file={}", ca.display()))
+            .arg("--anonymous-auth=false")
             .args([
                 "--hostname-override=node-1",
                 &format!("--node-ip={NODE_IP}"),
@@ -437,6 +444,92 @@ async fn kubelet_runs_pods() {
         String::from_utf8_lossy(&ping.stdout)
     );
 
+    // kubectl logs, exec and port-forward: the apiserver relays to the
+    // kubelet's HTTPS port, which wants the apiserver's client certificate
+    let logs = ts.kubectl_ok(&["logs", "env"]);
+    assert!(logs.contains("COLOR=blue\nPASS=s3cret\n"), "{logs}");
+    let tail = ts.kubectl_ok(&["logs", "env", "--tail=1"]);
+    assert_eq!(tail, "EMPTYDIR=ok\n");
+    let stamped = ts.kubectl_ok(&["logs", "env", "--timestamps", "--tail=1"]);
+    assert!(stamped.ends_with("Z EMPTYDIR=ok\n"), "{stamped}");
+    let bad = ts.kubectl(&["logs", "env", "-c", "nope"]);
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("container nope is not valid for pod env"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    let out = ts.kubectl_ok(&[
+        "exec",
+        "env",
+        "--",
+        "sh",
+        "-c",
+        "echo $PLAIN; cat /cfg/color; echo err >&2",
+    ]);
+    assert_eq!(out, "v1\nblue", "stdout only, the file has no newline");
+    let code = ts.kubectl(&["exec", "env", "--", "sh", "-c", "exit 7"]);
+    assert_eq!(
+        code.status.code(),
+        Some(7),
+        "kubectl exec passes the exit code on"
+    );
+    let echoed = ts.kubectl_stdin(
+        &["exec", "-i", "env", "--", "sh", "-c", "tr a-z A-Z"],
+        "hello stdin\n",
+    );
+    assert_eq!(String::from_utf8_lossy(&echoed.stdout), "HELLO STDIN\n");
+    ts.kubectl_ok(&[
+        "exec",
+        "env",
+        "--",
+        "sh",
+        "-c",
+        "mkdir -p /www && echo forwarded > /www/index.html && httpd -p 8080 -h /www",
+    ]);
+    // kubectl >= 1.31 tunnels SPDY through a WebSocket; with the feature
+    // off it upgrades to SPDY directly: both reach the pod
+    for websockets in ["true", "false"] {
+        let local = free_port();
+        let mut pf = ts
+            .kubectl_cmd()
+            .args(["port-forward", "pod/env", &format!("{local}:8080")])
+            .env("KUBECTL_PORT_FORWARD_WEBSOCKETS", websockets)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl port-forward");
+        let got = eventually("an answer through kubectl port-forward", 20, || async {
+            let out = Command::new("curl")
+                .args([
+                    "-s",
+                    "--max-time",
+                    "3",
+                    &format!("http://127.0.0.1:{local}/"),
+                ])
+                .output()
+                .ok()?;
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        })
+        .await;
+        // a second connection over the same session
+        let again = Command::new("curl")
+            .args([
+                "-s",
+                "--max-time",
+                "3",
+                &format!("http://127.0.0.1:{local}/"),
+            ])
+            .output()
+            .expect("curl");
+        let _ = pf.kill();
+        let _ = pf.wait();
+        assert_eq!(got, "forwarded\n", "websockets={websockets}");
+        assert_eq!(String::from_utf8_lossy(&again.stdout), "forwarded\n");
+    }
+
     // exit codes with restartPolicy Never
     let failing: Pod = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Pod",
@@ -453,6 +546,24 @@ async fn kubelet_runs_pods() {
         .and_then(|c| c.state.as_ref()?.terminated.clone())
         .expect("terminated state");
     assert_eq!((term.exit_code, term.reason.as_deref()), (3, Some("Error")));
+
+    // kubectl logs -f follows a container until it ends
+    let ticker: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "ticker"},
+        "spec": {"nodeName": "node-1", "restartPolicy": "Never",
+            "containers": [{"name": "c", "image": image, "command": ["sh", "-c", "for i in 1 2 3; do echo tick-$i; sleep 1; done"]}]}
+    }))
+    .expect("pod");
+    pods.create(&PostParams::default(), &ticker)
+        .await
+        .expect("create");
+    pod_where(&pods, "ticker", "ticker running", 60, |p| {
+        phase(p) == "Running"
+    })
+    .await;
+    let followed = ts.kubectl_ok(&["logs", "-f", "ticker"]);
+    assert_eq!(followed, "tick-1\ntick-2\ntick-3\n");
 
     // a failing liveness probe restarts the container
     let live: Pod = serde_json::from_value(json!({
@@ -487,7 +598,7 @@ async fn kubelet_runs_pods() {
     );
 
     // delete everything: nothing of the pods is left
-    for name in ["env", "fails", "live"] {
+    for name in ["env", "fails", "live", "ticker"] {
         pods.delete(name, &DeleteParams::default())
             .await
             .expect("delete");
