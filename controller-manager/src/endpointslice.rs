@@ -319,6 +319,14 @@ async fn sync(
         .collect();
     existing.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     let svc = services.get(&ObjectRef::new(name).within(ns));
+    if svc
+        .as_deref()
+        .is_some_and(|s| managed_selector(s).is_none())
+    {
+        // a Service without a selector gets no slices from this controller,
+        // and keeps those others write (the apiserver's `kubernetes`), as upstream
+        return Ok(None);
+    }
     let desired = match svc.as_deref() {
         Some(s) if managed_selector(s).is_some() => desired_slices(s, &pods.state(), max),
         // gone, or no longer ours to manage: its slices go

@@ -631,6 +631,7 @@ async fn make_sandbox(kl: &Kubelet, pod: &Pod) -> Result<Sandbox, String> {
     let hostname = spec
         .hostname
         .clone()
+        .filter(|h| !h.is_empty())
         .or_else(|| pod.metadata.name.clone())
         .unwrap_or_else(|| "pod".into());
     let hostname: String = hostname.chars().take(63).collect();

@@ -104,7 +104,14 @@ pub async fn create(
         cmd.arg(format!("--ipc={}", ipc.display()))
             .arg(format!("--uts={}", uts.display()))
             .args(["hostname", s.hostname]);
-        run("making the pod's ipc and uts namespaces", &mut cmd).await?;
+        if let Err(e) = run("making the pod's ipc and uts namespaces", &mut cmd).await {
+            // unshare keeps the namespaces even when `hostname` fails: drop
+            // them, so the next attempt makes them again with the hostname
+            for f in [&ipc, &uts] {
+                let _ = nix::mount::umount2(f.as_path(), nix::mount::MntFlags::MNT_DETACH);
+            }
+            return Err(e);
+        }
     }
     if s.host_network {
         sandbox.ips = s.node_ips.to_vec();

@@ -274,7 +274,7 @@ impl Decoder {
                     let v = self.scalar_or_message(k, wire, &mut r, depth)?;
                     if f.repeated {
                         push(&mut out, &f.json, v);
-                    } else {
+                    } else if !unset(&f.json, &v) {
                         out.insert(f.json.clone(), v);
                     }
                 }
@@ -299,6 +299,31 @@ impl Decoder {
             (Kind::Int | Kind::Bool, 0) => Ok(scalar_varint(k, r.varint()?)),
             (k, w) => Err(format!("protobuf wire type {w} does not fit a {k:?} field")),
         }
+    }
+}
+
+/// Go writes every non-pointer field to protobuf, zero or not, where its
+/// JSON form leaves a zero `omitempty` field out: an empty string or a false
+/// boolean in the wire format means "not set" (`hostname: ""` is no hostname)
+/// except for the pointer fields where the zero value is a choice of its own.
+fn unset(json_name: &str, v: &Value) -> bool {
+    const EMPTY_STRING_MEANS_SOMETHING: &[&str] = &["storageClassName", "ingressClassName"];
+    const FALSE_MEANS_SOMETHING: &[&str] = &[
+        "automountServiceAccountToken",
+        "enableServiceLinks",
+        "hostUsers",
+        "allowPrivilegeEscalation",
+        "allocateLoadBalancerNodePorts",
+        "ready",
+        "serving",
+        "terminating",
+        "immutable",
+        "suspend",
+    ];
+    match v {
+        Value::String(s) => s.is_empty() && !EMPTY_STRING_MEANS_SOMETHING.contains(&json_name),
+        Value::Bool(false) => !FALSE_MEANS_SOMETHING.contains(&json_name),
+        _ => false,
     }
 }
 
@@ -423,6 +448,20 @@ mod tests {
             ("v1", "Service") => Some("io.k8s.api.core.v1.Service".into()),
             _ => None,
         }
+    }
+
+    #[test]
+    fn zero_values_of_go_fields_are_not_set() {
+        let d = Decoder::new(&OpenApi::build());
+        // generateName "" and namespace "" as Go writes them; immutable false
+        // (a pointer: false is a choice)
+        let meta = [ld(1, b"cfg"), ld(2, b""), ld(3, b"")].concat();
+        let raw = [ld(1, &meta), vi(4, 0)].concat();
+        let v = d
+            .decode(&envelope("v1", "ConfigMap", &raw), &schema_of)
+            .expect("decode");
+        assert_eq!(v["metadata"], serde_json::json!({"name": "cfg"}));
+        assert_eq!(v["immutable"], false);
     }
 
     #[test]
