@@ -30,5 +30,5 @@ for c in kube-scheduler kube-controller-manager kube-apiserver etcd; do
 done
 rm -rf "$OUT_DIR/etcd"
 ((keep_logs)) || rm -rf "$OUT_DIR/logs"
-rm -f "$OUT_DIR/admin.kubeconfig" "$OUT_DIR/node.kubeconfig" "$OUT_DIR/images.env"
+rm -f "$OUT_DIR"/*.kubeconfig "$OUT_DIR/images.env"
 log "the local cluster is down"

@@ -9,7 +9,8 @@
 #   hack/local-down-cluster.sh               stops everything it started
 #
 # Environment: API_PORT (6443), ETCD_PORT (12379), SCHEDULER_PORT (10259), ADVERTISE_ADDRESS (127.0.0.1),
-# SERVICE_CLUSTER_IP_RANGE (10.0.0.0/24), CARGO_TARGET_DIR.
+# SERVICE_CLUSTER_IP_RANGE (10.0.0.0/24), CARGO_TARGET_DIR, OUT_DIR (_output/local),
+# IRONKUBE_BIN (use the binaries there instead of building), CONTROLLER_MANAGER_FLAGS (added flags).
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 source "$(dirname "$0")/lib/pki.sh"
@@ -21,7 +22,7 @@ while (($#)); do
   case $1 in
     --nodes) NODES=${2:?--nodes needs a number}; shift 2 ;;
     --nodes=*) NODES=${1#--nodes=}; shift ;;
-    -h | --help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
 done
@@ -65,10 +66,18 @@ trap cleanup_on_error EXIT
 log "checking dependencies"
 ironkube::ensure_packages
 
-TARGET=$(ironkube::target_dir)
-log "building release binaries (target dir $TARGET)"
-(cd "$IRONKUBE_ROOT" && CARGO_TARGET_DIR=$TARGET cargo build --release --bin kube-apiserver --bin kube-controller-manager --bin kube-scheduler --bin kubelet --bin kube-proxy)
-BIN=$TARGET/release
+if [[ -n ${IRONKUBE_BIN:-} ]]; then
+  BIN=$IRONKUBE_BIN
+  log "using the binaries in $BIN"
+  for b in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy; do
+    [[ -x $BIN/$b ]] || die "$BIN/$b is missing"
+  done
+else
+  TARGET=$(ironkube::target_dir)
+  log "building release binaries (target dir $TARGET)"
+  (cd "$IRONKUBE_ROOT" && CARGO_TARGET_DIR=$TARGET cargo build --release --bin kube-apiserver --bin kube-controller-manager --bin kube-scheduler --bin kubelet --bin kube-proxy)
+  BIN=$TARGET/release
+fi
 
 log "making the PKI in $PKI"
 ironkube::pki "$PKI" "$ADVERTISE_ADDRESS" "$SERVICE_IP" "$HARNESS_NET.1"
@@ -80,16 +89,16 @@ started=1
 running etcd || {
   log "starting etcd on 127.0.0.1:$ETCD_PORT"
   rm -rf "$OUT_DIR/etcd"
-  etcd --name=local --data-dir="$OUT_DIR/etcd" \
+  ironkube::launch "$OUT_DIR/etcd.pid" "$LOGS/etcd.log" \
+    etcd --name=local --data-dir="$OUT_DIR/etcd" \
     --listen-client-urls="http://127.0.0.1:$ETCD_PORT" --advertise-client-urls="http://127.0.0.1:$ETCD_PORT" \
     --listen-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" \
-    --initial-cluster="local=http://127.0.0.1:$ETCD_PEER_PORT" >"$LOGS/etcd.log" 2>&1 &
-  echo $! >"$OUT_DIR/etcd.pid"
+    --initial-cluster="local=http://127.0.0.1:$ETCD_PEER_PORT"
   ironkube::wait_url "http://127.0.0.1:$ETCD_PORT/health" 30 || die "etcd did not become healthy (see $LOGS/etcd.log)"
 }
 
 log "starting kube-apiserver on https://$ADVERTISE_ADDRESS:$API_PORT"
-"$BIN/kube-apiserver" \
+ironkube::launch "$OUT_DIR/kube-apiserver.pid" "$LOGS/kube-apiserver.log" "$BIN/kube-apiserver" \
   --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
   --secure-port="$API_PORT" \
   --advertise-address="$ADVERTISE_ADDRESS" \
@@ -97,8 +106,9 @@ log "starting kube-apiserver on https://$ADVERTISE_ADDRESS:$API_PORT"
   --client-ca-file="$PKI/ca.crt" \
   --token-auth-file="$PKI/tokens.csv" \
   --service-cluster-ip-range="$SERVICE_CLUSTER_IP_RANGE" \
-  >"$LOGS/kube-apiserver.log" 2>&1 &
-echo $! >"$OUT_DIR/kube-apiserver.pid"
+  --kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt" --kubelet-client-key="$PKI/apiserver-kubelet-client.key" \
+  --kubelet-certificate-authority="$PKI/ca.crt" \
+  --kubelet-preferred-address-types=InternalIP,Hostname
 ironkube::wait_url "https://127.0.0.1:$API_PORT/readyz" 60 --cacert "$PKI/ca.crt" ||
   die "kube-apiserver did not become ready (see $LOGS/kube-apiserver.log)"
 
@@ -112,18 +122,20 @@ kc config set-context local --cluster=local --user=admin --namespace=default
 kc config use-context local
 chmod 600 "$KUBECONFIG_OUT"
 
-# until each component has its own identity (the security issue), the control
-# plane uses the admin credentials
+# every component with its own identity (system:kube-controller-manager,
+# system:kube-scheduler, system:kube-proxy, system:node:NAME)
+for c in controller-manager scheduler; do
+  ironkube::kubeconfig "$OUT_DIR/$c.kubeconfig" "https://127.0.0.1:$API_PORT" "$PKI/ca.crt" "$PKI/$c.crt" "$PKI/$c.key" "$KUBECTL"
+done
 log "starting kube-controller-manager"
-"$BIN/kube-controller-manager" --kubeconfig="$KUBECONFIG_OUT" --bind-address=127.0.0.1 --secure-port="${CONTROLLER_MANAGER_PORT:-10257}" \
-  >"$LOGS/kube-controller-manager.log" 2>&1 &
-echo $! >"$OUT_DIR/kube-controller-manager.pid"
+ironkube::launch "$OUT_DIR/kube-controller-manager.pid" "$LOGS/kube-controller-manager.log" \
+  "$BIN/kube-controller-manager" --kubeconfig="$OUT_DIR/controller-manager.kubeconfig" --bind-address=127.0.0.1 --secure-port="${CONTROLLER_MANAGER_PORT:-10257}" \
+  ${CONTROLLER_MANAGER_FLAGS:-}
 ironkube::wait_url "http://127.0.0.1:${CONTROLLER_MANAGER_PORT:-10257}/healthz" 30 || die "kube-controller-manager did not start (see $LOGS/kube-controller-manager.log)"
 
 log "starting kube-scheduler"
-"$BIN/kube-scheduler" --kubeconfig="$KUBECONFIG_OUT" --bind-address=127.0.0.1 --secure-port="${SCHEDULER_PORT:-10259}" \
-  >"$LOGS/kube-scheduler.log" 2>&1 &
-echo $! >"$OUT_DIR/kube-scheduler.pid"
+ironkube::launch "$OUT_DIR/kube-scheduler.pid" "$LOGS/kube-scheduler.log" \
+  "$BIN/kube-scheduler" --kubeconfig="$OUT_DIR/scheduler.kubeconfig" --bind-address=127.0.0.1 --secure-port="${SCHEDULER_PORT:-10259}"
 ironkube::wait_url "http://127.0.0.1:${SCHEDULER_PORT:-10259}/healthz" 30 || die "kube-scheduler did not start (see $LOGS/kube-scheduler.log)"
 
 if ((NODES > 0)); then
@@ -137,9 +149,12 @@ if ((NODES > 0)); then
     ironkube::push_image "$OUT_DIR/images/busybox" "$REGISTRY_ADDR/busybox:latest" >/dev/null
   fi
   echo "BUSYBOX_IMAGE=$REGISTRY_ADDR/busybox:latest" >"$OUT_DIR/images.env"
-  KUBECONFIG_NODE=$OUT_DIR/node.kubeconfig
-  sed "s#server: https://.*#server: https://$HARNESS_NET.1:$API_PORT#" "$KUBECONFIG_OUT" >"$KUBECONFIG_NODE"
-  chmod 600 "$KUBECONFIG_NODE"
+  API_SERVER_NODE=https://$HARNESS_NET.1:$API_PORT
+  ironkube::kubeconfig "$OUT_DIR/kube-proxy.kubeconfig" "$API_SERVER_NODE" "$PKI/ca.crt" "$PKI/kube-proxy.crt" "$PKI/kube-proxy.key" "$KUBECTL"
+  # what hack/fault.sh needs to bring a node back
+  {
+    declare -p NODES BIN PKI KUBECTL API_SERVER_NODE REGISTRY_ADDR CLUSTER_CIDR HARNESS_NET HARNESS_BRIDGE KUBECONFIG_OUT
+  } >"$OUT_DIR/cluster.env"
   for ((i = 1; i <= NODES; i++)); do
     log "starting node-$i ($(ironkube::node_ip "$i"), pods $(ironkube::node_cidr "$i"))"
     ironkube::node_down "$i"

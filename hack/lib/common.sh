@@ -72,3 +72,28 @@ ironkube::stop_pidfile() {
   fi
   rm -f "$f"
 }
+
+# ironkube::launch PIDFILE LOG CMD...: start CMD in the background, its output
+# appended to LOG, and remember how (PIDFILE without .pid, plus .cmd) so that
+# hack/fault.sh can start it again exactly so.
+ironkube::launch() {
+  local pidfile=$1 logf=$2
+  shift 2
+  { printf '%s\n' "$logf"; printf '%q ' "$@"; printf '\n'; } >"${pidfile%.pid}.cmd"
+  "$@" >>"$logf" 2>&1 &
+  echo $! >"$pidfile"
+}
+
+# ironkube::relaunch PIDFILE: start again what ironkube::launch started there.
+ironkube::relaunch() {
+  local pidfile=$1 cmdfile logf cmd
+  cmdfile=${pidfile%.pid}.cmd
+  [[ -f $cmdfile ]] || die "nothing was launched as $pidfile"
+  { read -r logf; read -r cmd; } <"$cmdfile"
+  # exec: the pid file names the process itself, not a subshell around it
+  (eval "exec $cmd") >>"$logf" 2>&1 &
+  echo $! >"$pidfile"
+}
+
+# ironkube::alive PIDFILE: the process it names runs.
+ironkube::alive() { [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }

@@ -93,14 +93,18 @@ ironkube::node_down() {
   rm -rf "$dir"
 }
 
-# Start node i's kubelet and kube-proxy. BIN, KUBECONFIG_NODE and
-# REGISTRY_ADDR come from the caller.
+# Start node i's kubelet and kube-proxy. BIN, PKI, KUBECTL, OUT_DIR,
+# API_SERVER_NODE and REGISTRY_ADDR come from the caller. The kubelet is
+# system:node:node-i with a serving certificate for its IP, and takes only
+# clients with a certificate of the cluster's CA (the apiserver's).
 ironkube::node_start() {
   local i=$1 dir ns ip
   dir=$(ironkube::node_dir "$i")
   ns=$(ironkube::node_netns "$i")
   ip=$(ironkube::node_ip "$i")
   mkdir -p "$dir/root" "$dir/logs" "$dir/pod-logs"
+  ironkube::pki_node "$PKI" "node-$i" "$ip"
+  ironkube::kubeconfig "$dir/kubelet.kubeconfig" "$API_SERVER_NODE" "$PKI/ca.crt" "$PKI/node-$i.crt" "$PKI/node-$i.key" "$KUBECTL"
   cat >"$dir/kubelet.yaml" <<CFG
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -108,15 +112,15 @@ podLogsDir: $dir/pod-logs
 clusterDomain: cluster.local
 nodeStatusUpdateFrequency: 10s
 CFG
-  nsenter --net="/var/run/netns/$ns" "$BIN/kubelet" \
-    --kubeconfig="$KUBECONFIG_NODE" --config="$dir/kubelet.yaml" \
+  ironkube::launch "$dir/kubelet.pid" "$dir/logs/kubelet.log" \
+    nsenter --net="/var/run/netns/$ns" "$BIN/kubelet" \
+    --kubeconfig="$dir/kubelet.kubeconfig" --config="$dir/kubelet.yaml" \
+    --tls-cert-file="$PKI/node-$i-serving.crt" --tls-private-key-file="$PKI/node-$i-serving.key" \
+    --client-ca-file="$PKI/ca.crt" --anonymous-auth=false \
     --hostname-override="node-$i" --node-ip="$ip" --pod-cidr="$(ironkube::node_cidr "$i")" \
     --root-dir="$dir/root" --cgroup-root="/ironkube/node-$i" \
-    --insecure-registries="$REGISTRY_ADDR" \
-    >"$dir/logs/kubelet.log" 2>&1 &
-  echo $! >"$dir/kubelet.pid"
-  nsenter --net="/var/run/netns/$ns" "$BIN/kube-proxy" \
-    --kubeconfig="$KUBECONFIG_NODE" --hostname-override="node-$i" --cluster-cidr="$CLUSTER_CIDR" \
-    >"$dir/logs/kube-proxy.log" 2>&1 &
-  echo $! >"$dir/kube-proxy.pid"
+    --insecure-registries="$REGISTRY_ADDR"
+  ironkube::launch "$dir/kube-proxy.pid" "$dir/logs/kube-proxy.log" \
+    nsenter --net="/var/run/netns/$ns" "$BIN/kube-proxy" \
+    --kubeconfig="$OUT_DIR/kube-proxy.kubeconfig" --hostname-override="node-$i" --cluster-cidr="$CLUSTER_CIDR"
 }

@@ -20,20 +20,59 @@ ironkube::pki() {
       openssl req -x509 -new -nodes -newkey rsa:2048 -keyout ca.key -out ca.crt -days 3650 \
         -subj "/CN=ironkube-ca" 2>/dev/null
     fi
-    # name CN [O] EXT
-    cert() {
-      local name=$1 subj=$2 ext=$3
-      [[ -f $name.crt ]] && return 0
-      openssl req -new -nodes -newkey rsa:2048 -keyout "$name.key" -out "$name.csr" -subj "$subj" 2>/dev/null
-      printf '%b' "$ext" > "$name.ext"
-      openssl x509 -req -in "$name.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -out "$name.crt" \
-        -days 3650 -extfile "$name.ext" 2>/dev/null
-      rm -f "$name.csr" "$name.ext"
-    }
-    cert apiserver "/CN=kube-apiserver" \
+    ironkube::_cert apiserver "/CN=kube-apiserver" \
       "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:127.0.0.1,IP:$ip,IP:$svc_ip${extra_san}\n"
-    cert admin "/O=system:masters/CN=kubernetes-admin" \
-      "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n"
+    local client="basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n"
+    ironkube::_cert admin "/O=system:masters/CN=kubernetes-admin" "$client"
+    # what the apiserver shows kubelets (logs, exec, port-forward), as kubeadm's
+    ironkube::_cert apiserver-kubelet-client "/O=kubeadm:cluster-admins/CN=kube-apiserver-kubelet-client" "$client"
+    ironkube::_cert controller-manager "/CN=system:kube-controller-manager" "$client"
+    ironkube::_cert scheduler "/CN=system:kube-scheduler" "$client"
+    ironkube::_cert kube-proxy "/CN=system:kube-proxy" "$client"
+    # the service-account token signing pair
+    if [[ ! -f sa.key ]]; then
+      openssl genrsa -out sa.key 2048 2>/dev/null
+      openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
+    fi
     chmod 600 ./*.key
   )
+}
+
+# ironkube::_cert NAME SUBJECT EXTENSIONS: NAME.crt/.key signed by ca.crt in
+# the current directory, unless it exists.
+ironkube::_cert() {
+  local name=$1 subj=$2 ext=$3
+  [[ -f $name.crt ]] && return 0
+  openssl req -new -nodes -newkey rsa:2048 -keyout "$name.key" -out "$name.csr" -subj "$subj" 2>/dev/null
+  printf '%b' "$ext" >"$name.ext"
+  openssl x509 -req -in "$name.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -out "$name.crt" \
+    -days 3650 -extfile "$name.ext" 2>/dev/null
+  rm -f "$name.csr" "$name.ext"
+  chmod 600 "$name.key"
+}
+
+# ironkube::pki_node DIR NAME IP: a node's kubelet identity (system:node:NAME
+# in system:nodes) and its kubelet's serving certificate, in DIR (the CA's).
+ironkube::pki_node() {
+  local dir=$1 name=$2 ip=$3
+  (
+    cd "$dir"
+    umask 077
+    ironkube::_cert "$name" "/O=system:nodes/CN=system:node:$name" \
+      "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n"
+    ironkube::_cert "$name-serving" "/CN=$name" \
+      "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:$name,IP:$ip\n"
+  )
+}
+
+# ironkube::kubeconfig OUT SERVER CA CERT KEY [KUBECTL]: a kubeconfig with
+# embedded credentials.
+ironkube::kubeconfig() {
+  local out=$1 server=$2 ca=$3 cert=$4 key=$5 kubectl=${6:-kubectl}
+  rm -f "$out"
+  "$kubectl" --kubeconfig="$out" config set-cluster local --server="$server" --certificate-authority="$ca" --embed-certs=true >/dev/null
+  "$kubectl" --kubeconfig="$out" config set-credentials user --client-certificate="$cert" --client-key="$key" --embed-certs=true >/dev/null
+  "$kubectl" --kubeconfig="$out" config set-context local --cluster=local --user=user --namespace=default >/dev/null
+  "$kubectl" --kubeconfig="$out" config use-context local >/dev/null
+  chmod 600 "$out"
 }
