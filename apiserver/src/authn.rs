@@ -12,6 +12,18 @@ pub struct User {
 }
 
 impl User {
+    /// A service account's user, as upstream names it.
+    pub fn service_account(namespace: &str, name: &str, uid: &str) -> User {
+        User::authenticated(
+            format!("system:serviceaccount:{namespace}:{name}"),
+            uid.to_string(),
+            vec![
+                "system:serviceaccounts".into(),
+                format!("system:serviceaccounts:{namespace}"),
+            ],
+        )
+    }
+
     fn authenticated(name: String, uid: String, mut groups: Vec<String>) -> User {
         if !groups.iter().any(|g| g == "system:authenticated") {
             groups.push("system:authenticated".into());

@@ -74,6 +74,18 @@ pub struct Flags {
         default_value = "Hostname,InternalDNS,InternalIP,ExternalDNS,ExternalIP"
     )]
     pub kubelet_preferred_address_types: Vec<String>,
+    /// The `iss` of service-account tokens; the first signs, all are accepted (repeatable).
+    #[arg(long)]
+    pub service_account_issuer: Vec<String>,
+    /// PEM files of keys that verify service-account tokens (public or private keys; repeatable).
+    #[arg(long)]
+    pub service_account_key_file: Vec<PathBuf>,
+    /// The private key that signs service-account tokens (TokenRequest).
+    #[arg(long)]
+    pub service_account_signing_key_file: Option<PathBuf>,
+    /// Audiences the API accepts in tokens (default: the issuers).
+    #[arg(long, value_delimiter = ',')]
+    pub api_audiences: Vec<String>,
     /// Log verbosity (0-10), mapped onto tracing levels.
     #[arg(short = 'v', long = "v", default_value_t = 2)]
     pub verbosity: u8,
@@ -109,6 +121,9 @@ pub struct Config {
     pub watch_cache_size: usize,
     pub compaction_interval: Duration,
     pub kubelets: crate::proxy::KubeletClient,
+    /// signs TokenRequest tokens (None: the API answers TokenRequest with an error)
+    pub sa_signer: Option<std::sync::Arc<crate::satoken::Signer>>,
+    pub sa_verifier: crate::satoken::Verifier,
 }
 
 fn read(path: &PathBuf) -> Result<Vec<u8>, ConfigError> {
@@ -155,8 +170,43 @@ impl Flags {
             self.kubelet_preferred_address_types.clone(),
         )
         .map_err(|why| invalid("kubelet-client-certificate", why))?;
+        let issuers = self.service_account_issuer.clone();
+        let audiences = if self.api_audiences.is_empty() {
+            issuers.clone()
+        } else {
+            self.api_audiences.clone()
+        };
+        let mut sa_verifier = crate::satoken::Verifier::new(issuers.clone(), audiences);
+        for p in &self.service_account_key_file {
+            sa_verifier
+                .add_pem(&p.display().to_string(), &read(p)?)
+                .map_err(|e| invalid("service-account-key-file", e.to_string()))?;
+        }
+        let sa_signer = match &self.service_account_signing_key_file {
+            Some(p) => {
+                let issuer = issuers.first().ok_or_else(|| {
+                    invalid(
+                        "service-account-issuer",
+                        "required with --service-account-signing-key-file".into(),
+                    )
+                })?;
+                let s =
+                    crate::satoken::Signer::from_pem(&p.display().to_string(), &read(p)?, issuer)
+                        .map_err(|e| invalid("service-account-signing-key-file", e.to_string()))?;
+                if sa_verifier.is_empty() {
+                    // its own tokens verify with its public half, as upstream defaults
+                    sa_verifier
+                        .add_pem(&p.display().to_string(), &read(p)?)
+                        .map_err(|e| invalid("service-account-signing-key-file", e.to_string()))?;
+                }
+                Some(std::sync::Arc::new(s))
+            }
+            None => None,
+        };
         Ok(Config {
             kubelets,
+            sa_signer,
+            sa_verifier,
             etcd_tls: EtcdTls {
                 ca_pem: self.etcd_cafile.as_ref().map(read).transpose()?,
                 cert_pem: self.etcd_certfile.as_ref().map(read).transpose()?,

@@ -32,6 +32,7 @@ fn sub_info(
         "eviction" => ("policy", "v1", "Eviction", &["create"]),
         "finalize" => (res.group, res.version, res.kind, &["update"]),
         "log" => ("", "v1", "Pod", &["get"]),
+        "token" => ("authentication.k8s.io", "v1", "TokenRequest", &["create"]),
         "exec" => ("", "v1", "PodExecOptions", &["create", "get"]),
         "attach" => ("", "v1", "PodAttachOptions", &["create", "get"]),
         "portforward" => ("", "v1", "PodPortForwardOptions", &["create", "get"]),

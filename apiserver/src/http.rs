@@ -333,6 +333,26 @@ async fn route(
         }
         _ => {}
     }
+    if let ["apis", "authentication.k8s.io", v @ ("v1" | "v1beta1"), "selfsubjectreviews"] =
+        segs.as_slice()
+    {
+        // `kubectl auth whoami`: who the server takes the caller for
+        if method != Method::POST {
+            return Err(ApiError::new(
+                405,
+                "MethodNotAllowed",
+                "selfsubjectreviews only take create (POST)",
+            ));
+        }
+        labels.verb = "POST";
+        let review = json!({
+            "kind": "SelfSubjectReview",
+            "apiVersion": format!("authentication.k8s.io/{v}"),
+            "metadata": {"creationTimestamp": store::now()},
+            "status": {"userInfo": {"username": user.name, "uid": user.uid, "groups": user.groups}},
+        });
+        return Ok(json_response(201, &review));
+    }
     let target = match segs.as_slice() {
         ["api", "v1", rest @ ..] => parse_target("", "v1", rest),
         ["apis", g, v, rest @ ..] => parse_target(g, v, rest),
@@ -417,7 +437,16 @@ fn decode_body(
     if mt == "application/vnd.kubernetes.protobuf" && !patch {
         let v = api
             .protobuf
-            .decode(body, &|av, kind| api.openapi.schema_of(av, kind))
+            .decode(body, &|av, kind| {
+                api.openapi.schema_of(av, kind).or_else(|| {
+                    // request-only kinds with no resource of their own
+                    let (g, v) = av.rsplit_once('/')?;
+                    let g = g.strip_suffix(".k8s.io").unwrap_or(g);
+                    (matches!(kind, "TokenRequest" | "SelfSubjectReview" | "TokenReview")
+                        && g == "authentication")
+                        .then(|| format!("io.k8s.api.{g}.{v}.{kind}"))
+                })
+            })
             .map_err(|e| ApiError::bad_request(format!("error decoding protobuf: {e}")))?;
         return Ok((v, None));
     }
@@ -577,6 +606,11 @@ async fn serve_resource(
             labels.verb = "POST";
             let (v, _) = decode_body(api, &parts.headers, &body.clone()?, false)?;
             json_response(201, &store::bind(&ctx, n, &v).await?)
+        }
+        (&Method::POST, Some(n), Some("token")) if res.plural == "serviceaccounts" => {
+            labels.verb = "POST";
+            let (v, _) = decode_body(api, &parts.headers, &body.clone()?, false)?;
+            json_response(201, &crate::tokenrequest::create(&ctx, n, &v).await?)
         }
         (&Method::POST, Some(n), Some("eviction")) => {
             labels.verb = "POST";

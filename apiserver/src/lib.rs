@@ -19,6 +19,7 @@ pub mod openapi;
 pub mod protobuf;
 pub mod proxy;
 pub mod registry;
+pub mod satoken;
 pub mod selectors;
 pub mod services;
 pub mod ssa;
@@ -29,6 +30,7 @@ pub mod strategy;
 pub mod table;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod tokenrequest;
 pub mod validation;
 
 use std::convert::Infallible;
@@ -90,11 +92,60 @@ pub struct Api {
     port: u16,
     /// how pod logs, exec and port-forward reach kubelets
     pub kubelets: proxy::KubeletClient,
+    pub sa_signer: Option<Arc<satoken::Signer>>,
+    pub sa_verifier: satoken::Verifier,
 }
 
 impl Api {
     pub fn server_address(&self) -> String {
         SocketAddr::new(self.advertise, self.port).to_string()
+    }
+
+    /// The user of a valid service-account token whose service account (and,
+    /// for a bound token, pod) still exist with the UIDs it names.
+    pub fn service_account_user(&self, token: &str) -> Option<authn::User> {
+        if self.sa_verifier.is_empty() || !satoken::looks_like_jwt(token) {
+            return None;
+        }
+        let claims = match self
+            .sa_verifier
+            .verify(token, chrono::Utc::now().timestamp())
+        {
+            Ok(c) => c,
+            Err(why) => {
+                tracing::debug!(%why, "service-account token refused");
+                return None;
+            }
+        };
+        let sub = claims.get("sub").and_then(|v| v.as_str())?;
+        let rest = sub.strip_prefix("system:serviceaccount:")?;
+        let (ns, name) = rest.split_once(':')?;
+        let k8s = claims.get("kubernetes.io");
+        let uid_of = |plural: &str, ns: &str, name: &str| -> Option<String> {
+            let res = registry::lookup("", "v1", plural)?;
+            let e = self.cache.get(&res.key(&self.prefix, Some(ns), name))?;
+            let v: serde_json::Value = serde_json::from_slice(&e.data).ok()?;
+            v.pointer("/metadata/uid")
+                .and_then(|u| u.as_str())
+                .map(String::from)
+        };
+        let sa_uid = uid_of("serviceaccounts", ns, name)?;
+        let want = |p: &str| {
+            k8s.and_then(|k| k.pointer(p))
+                .and_then(|v| v.as_str())
+                .map(String::from)
+        };
+        if want("/serviceaccount/uid").is_some_and(|u| u != sa_uid) {
+            return None;
+        }
+        if let Some(pod) = want("/pod/name") {
+            // a bound token dies with its pod
+            let uid = uid_of("pods", ns, &pod)?;
+            if want("/pod/uid").is_some_and(|u| u != uid) {
+                return None;
+            }
+        }
+        Some(authn::User::service_account(ns, name, &sa_uid))
     }
 
     /// A lease for events, shared by the events created within a minute, as upstream.
@@ -241,6 +292,8 @@ impl Server {
             advertise: cfg.advertise_address,
             port,
             kubelets: cfg.kubelets.clone(),
+            sa_signer: cfg.sa_signer.clone(),
+            sa_verifier: cfg.sa_verifier.clone(),
         });
         Ok(Server {
             listener,
@@ -329,11 +382,15 @@ async fn serve_conn(
     let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let api = api2.clone();
         let user = cert_user.clone().or_else(|| {
-            req.headers()
+            let token = req
+                .headers()
                 .get(hyper::header::AUTHORIZATION)
                 .and_then(|h| h.to_str().ok())
-                .and_then(authn::bearer)
-                .and_then(|t| tokens.lookup(t).cloned())
+                .and_then(authn::bearer)?;
+            tokens
+                .lookup(token)
+                .cloned()
+                .or_else(|| api.service_account_user(token))
         });
         async move { Ok::<_, Infallible>(http::handle(api, user, req).await) }
     });

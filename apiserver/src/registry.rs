@@ -156,7 +156,7 @@ pub static RESOURCES: &[Resource] = &[
         &["sa"],
         NONE,
         "serviceaccounts",
-        NONE,
+        &["token"],
         false,
         NONE
     ),

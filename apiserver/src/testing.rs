@@ -263,6 +263,8 @@ impl TestServer {
         .expect("kubelet client");
         let cfg = crate::config::Config {
             kubelets,
+            sa_signer: None,
+            sa_verifier: Default::default(),
             etcd_servers: vec![etcd.endpoint.clone()],
             etcd_tls: Default::default(),
             etcd_prefix: "/registry".into(),
