@@ -10,7 +10,7 @@
 //!
 //! # Usage
 //!
-//! ```ignore
+//! ```text
 //! let (session, mut incoming) = spdy::Session::new(io);
 //! let handle = session.handle();          // close() / reset_stream() from anywhere
 //! let driver = tokio::spawn(session.run()); // run() must be driven (spawn it)

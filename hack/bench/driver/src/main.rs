@@ -3,6 +3,8 @@
 
 use std::time::Instant;
 
+mod node;
+
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use futures::StreamExt;
@@ -16,6 +18,30 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// COUNT pods bound to NODE created at once, each timed from its create
+    /// request to the watch event showing it Running (after a warm-up pod
+    /// pulled the image); p50 and p99.
+    PodStartup {
+        #[arg(long)]
+        kubeconfig: String,
+        #[arg(long, default_value = "default")]
+        namespace: String,
+        #[arg(long)]
+        image: String,
+        #[arg(long)]
+        node: String,
+        #[arg(long, default_value_t = 30)]
+        count: usize,
+    },
+    /// `true` in a container, start to exit, RUNS times: the kubelet's
+    /// runtime (the KUBELET binary as its shim) against `runc run` of a
+    /// bundle with the same rootfs. Needs root.
+    ContainerStart {
+        #[arg(long)]
+        kubelet: std::path::PathBuf,
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+    },
     /// kube-proxy's full sync of SERVICES Services x ENDPOINTS endpoints into
     /// this network namespace's nftables, against `nft -f` of the same
     /// ruleset text, then the time to apply one endpoint change. Run it in a
@@ -193,6 +219,17 @@ fn report(what: &str, n: usize, secs: f64, extra: serde_json::Value) {
 #[tokio::main]
 async fn main() -> Result<()> {
     match Cli::parse().cmd {
+        Cmd::PodStartup {
+            kubeconfig,
+            namespace,
+            image,
+            node,
+            count,
+        } => {
+            let client = kube_client(&kubeconfig).await?;
+            node::pod_startup(client, &namespace, &image, &node, count).await?;
+        }
+        Cmd::ContainerStart { kubelet, runs } => node::container_start(kubelet, runs).await?,
         Cmd::EtcdPut {
             endpoint,
             prefix,
