@@ -12,6 +12,7 @@ pub mod job;
 pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
+pub mod persistentvolume;
 pub mod podgc;
 pub mod replicaset;
 pub mod serviceaccount;
@@ -63,6 +64,8 @@ pub struct Settings {
     pub concurrent_daemonset_syncs: usize,
     pub concurrent_cron_job_syncs: usize,
     pub concurrent_statefulset_syncs: usize,
+    /// how often every PersistentVolume and claim is synced again
+    pub pvclaimbinder_sync_period: Duration,
 }
 
 impl Default for Settings {
@@ -88,6 +91,7 @@ impl Default for Settings {
             concurrent_daemonset_syncs: 2,
             concurrent_cron_job_syncs: 5,
             concurrent_statefulset_syncs: 5,
+            pvclaimbinder_sync_period: Duration::from_secs(15),
         }
     }
 }
@@ -144,6 +148,10 @@ pub const CONTROLLERS: &[Entry] = &[
         start: nodelifecycle::start,
     },
     Entry {
+        name: "persistentvolume-binder-controller",
+        start: persistentvolume::start,
+    },
+    Entry {
         name: "pod-garbage-collector-controller",
         start: podgc::start,
     },
@@ -169,11 +177,47 @@ pub const CONTROLLERS: &[Entry] = &[
     },
 ];
 
+/// Upstream's older controller names, still accepted by `--controllers`.
+pub const ALIASES: &[(&str, &str)] = &[
+    ("cronjob", "cronjob-controller"),
+    ("daemonset", "daemonset-controller"),
+    ("deployment", "deployment-controller"),
+    ("endpoint", "endpoints-controller"),
+    ("endpointslice", "endpointslice-controller"),
+    ("garbagecollector", "garbage-collector-controller"),
+    ("job", "job-controller"),
+    ("namespace", "namespace-controller"),
+    ("nodeipam", "node-ipam-controller"),
+    ("nodelifecycle", "node-lifecycle-controller"),
+    (
+        "persistentvolume-binder",
+        "persistentvolume-binder-controller",
+    ),
+    ("podgc", "pod-garbage-collector-controller"),
+    ("replicaset", "replicaset-controller"),
+    ("serviceaccount", "serviceaccount-controller"),
+    ("statefulset", "statefulset-controller"),
+    ("ttl-after-finished", "ttl-after-finished-controller"),
+];
+
 /// Which controllers `--controllers` turns on: `*` for all defaults, `name`
-/// to add one, `-name` to remove one. Unknown names are an error, as upstream.
+/// to add one, `-name` to remove one (names or their aliases). Unknown names
+/// are an error, as upstream.
 pub fn selected(spec: &[String]) -> Result<Vec<&'static Entry>, String> {
     let known = |n: &str| CONTROLLERS.iter().any(|e| e.name == n);
-    for s in spec {
+    let canonical = |n: &str| -> String {
+        let (minus, name) = match n.strip_prefix('-') {
+            Some(rest) => ("-", rest),
+            None => ("", n),
+        };
+        let name = ALIASES
+            .iter()
+            .find(|(alias, _)| *alias == name)
+            .map_or(name, |(_, c)| *c);
+        format!("{minus}{name}")
+    };
+    let spec: Vec<String> = spec.iter().map(|s| canonical(s)).collect();
+    for s in &spec {
         let n = s.trim_start_matches('-');
         if n != "*" && !known(n) {
             return Err(format!(
@@ -365,6 +409,7 @@ mod tests {
                 "namespace-controller",
                 "node-ipam-controller",
                 "node-lifecycle-controller",
+                "persistentvolume-binder-controller",
                 "pod-garbage-collector-controller",
                 "replicaset-controller",
                 "serviceaccount-controller",
@@ -377,6 +422,17 @@ mod tests {
             names(&["serviceaccount-controller"]).expect("one"),
             vec!["serviceaccount-controller"]
         );
+        // upstream's older names are aliases
+        assert_eq!(
+            names(&["persistentvolume-binder", "statefulset"]).expect("aliases"),
+            vec![
+                "persistentvolume-binder-controller",
+                "statefulset-controller"
+            ]
+        );
+        assert!(!names(&["*", "-persistentvolume-binder"])
+            .expect("minus alias")
+            .contains(&"persistentvolume-binder-controller"));
         let e = names(&["*", "bogus"]).expect_err("unknown");
         assert!(e.contains("\"bogus\" is not a known controller"), "{e}");
     }

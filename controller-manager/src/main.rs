@@ -46,6 +46,9 @@ struct Flags {
     concurrent_statefulset_syncs: usize,
     #[arg(long, default_value_t = 10)]
     concurrent_namespace_syncs: usize,
+    /// How often every PersistentVolume and PersistentVolumeClaim is synced again.
+    #[arg(long, default_value = "15s", value_parser = common::parse_duration)]
+    pvclaimbinder_sync_period: std::time::Duration,
     /// Give every node a pod CIDR from --cluster-cidr.
     #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     allocate_node_cidrs: bool,
@@ -114,6 +117,7 @@ async fn main() -> anyhow::Result<()> {
         concurrent_daemonset_syncs: flags.concurrent_daemonset_syncs,
         concurrent_cron_job_syncs: flags.concurrent_cron_job_syncs,
         concurrent_statefulset_syncs: flags.concurrent_statefulset_syncs,
+        pvclaimbinder_sync_period: flags.pvclaimbinder_sync_period,
         concurrent_endpoint_syncs: flags.concurrent_endpoint_syncs,
         concurrent_service_endpoint_syncs: flags.concurrent_service_endpoint_syncs,
         concurrent_serviceaccount_syncs: flags.concurrent_serviceaccount_syncs,

@@ -6,7 +6,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use apiserver::testing::TestServer;
-use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Pod, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    Endpoints, Event, Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, Service,
+    ServiceAccount,
+};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
@@ -1388,4 +1391,391 @@ async fn statefulsets_keep_names_order_and_storage() {
         "claims outlive their pods"
     );
     ready.abort();
+}
+
+/// A PersistentVolume with a hostPath, created.
+async fn host_path_volume(
+    pvs: &Api<PersistentVolume>,
+    name: &str,
+    size: &str,
+    spec: serde_json::Value,
+) {
+    let mut pv = json!({
+        "metadata": {"name": name},
+        "spec": {"capacity": {"storage": size}, "accessModes": ["ReadWriteOnce"],
+                 "hostPath": {"path": format!("/tmp/ironkube-test-{name}")}},
+    });
+    for (k, v) in spec.as_object().cloned().unwrap_or_default() {
+        pv["spec"][k] = v;
+    }
+    let pv: PersistentVolume = serde_json::from_value(pv).expect("pv");
+    pvs.create(&PostParams::default(), &pv)
+        .await
+        .expect("create pv");
+}
+
+fn pv_phase(pv: &PersistentVolume) -> Option<String> {
+    pv.status.as_ref()?.phase.clone()
+}
+
+fn annotation(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    key: &str,
+) -> Option<String> {
+    meta.annotations.as_ref()?.get(key).cloned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persistent_volumes_bind_release_and_delete() {
+    let ts = TestServer::start();
+    let client = ts.client().await;
+    // the alias upstream still accepts, and a short resync to show the
+    // pending claim's event is not repeated
+    let _kcm = Kcm::start(
+        &ts,
+        &[
+            "--leader-elect=false",
+            "--controllers=persistentvolume-binder,statefulset-controller",
+            "--pvclaimbinder-sync-period=1s",
+        ],
+    );
+    let pvs: Api<PersistentVolume> = Api::all(client.clone());
+    host_path_volume(
+        &pvs,
+        "pv-small",
+        "1Gi",
+        json!({"persistentVolumeReclaimPolicy": "Retain"}),
+    )
+    .await;
+    host_path_volume(
+        &pvs,
+        "pv-big",
+        "5Gi",
+        json!({"persistentVolumeReclaimPolicy": "Delete"}),
+    )
+    .await;
+    eventually("both volumes Available", || async {
+        let l = pvs.list(&ListParams::default()).await.ok()?;
+        (l.items.len() == 2
+            && l.items
+                .iter()
+                .all(|v| pv_phase(v).as_deref() == Some("Available")))
+        .then_some(())
+    })
+    .await;
+
+    // a StatefulSet's two claims (made at once) get one volume each
+    ts.kubectl_stdin_ok(
+        &["apply", "-f", "-"],
+        "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: db}\nspec:\n  replicas: 2\n  podManagementPolicy: Parallel\n  serviceName: db\n  selector: {matchLabels: {app: pv}}\n  template:\n    metadata: {labels: {app: pv}}\n    spec: {containers: [{name: c, image: 'busybox:1'}]}\n  volumeClaimTemplates:\n  - metadata: {name: data}\n    spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}\n",
+    );
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "default");
+    let bound = eventually("data-db-0 and data-db-1 Bound", || async {
+        let mut out = Vec::new();
+        for name in ["data-db-0", "data-db-1"] {
+            let c = claims.get_opt(name).await.ok()??;
+            if c.status.as_ref()?.phase.as_deref() != Some("Bound") {
+                return None;
+            }
+            out.push(c);
+        }
+        Some(out)
+    })
+    .await;
+    let mut volumes: Vec<String> = bound
+        .iter()
+        .map(|c| {
+            c.spec
+                .as_ref()
+                .and_then(|s| s.volume_name.clone())
+                .unwrap_or_default()
+        })
+        .collect();
+    volumes.sort();
+    assert_eq!(volumes, ["pv-big", "pv-small"], "each claim its own volume");
+    let mut retained = String::new();
+    let mut deleted = String::new();
+    for c in &bound {
+        let name = c.metadata.name.clone().unwrap_or_default();
+        let volume = c
+            .spec
+            .as_ref()
+            .and_then(|s| s.volume_name.clone())
+            .unwrap_or_default();
+        assert_eq!(
+            annotation(&c.metadata, "pv.kubernetes.io/bind-completed").as_deref(),
+            Some("yes"),
+            "{name}"
+        );
+        assert_eq!(
+            annotation(&c.metadata, "pv.kubernetes.io/bound-by-controller").as_deref(),
+            Some("yes"),
+            "{name}"
+        );
+        let status = c.status.clone().unwrap_or_default();
+        assert_eq!(
+            status.access_modes,
+            Some(vec!["ReadWriteOnce".to_string()]),
+            "{name}"
+        );
+        let pv = eventually("the volume Bound", || async {
+            let pv = pvs.get(&volume).await.ok()?;
+            (pv_phase(&pv).as_deref() == Some("Bound")).then_some(pv)
+        })
+        .await;
+        let size = pv
+            .spec
+            .as_ref()
+            .and_then(|s| s.capacity.clone())
+            .unwrap_or_default()["storage"]
+            .clone();
+        assert_eq!(
+            status.capacity.unwrap_or_default().get("storage"),
+            Some(&size),
+            "{name}: the volume's capacity"
+        );
+        let r = pv
+            .spec
+            .as_ref()
+            .and_then(|s| s.claim_ref.clone())
+            .expect("claimRef");
+        assert_eq!(
+            (
+                r.kind.as_deref(),
+                r.api_version.as_deref(),
+                r.namespace.as_deref(),
+                r.name.as_deref()
+            ),
+            (
+                Some("PersistentVolumeClaim"),
+                Some("v1"),
+                Some("default"),
+                Some(name.as_str())
+            )
+        );
+        assert_eq!(r.uid, c.metadata.uid, "{name}");
+        assert!(r.resource_version.is_some());
+        assert_eq!(
+            annotation(&pv.metadata, "pv.kubernetes.io/bound-by-controller").as_deref(),
+            Some("yes")
+        );
+        if volume == "pv-small" {
+            retained = name;
+        } else {
+            deleted = name;
+        }
+    }
+
+    // a claim naming its volume (pre-bound by the user)
+    host_path_volume(
+        &pvs,
+        "pv-pinned",
+        "2Gi",
+        json!({"storageClassName": "manual"}),
+    )
+    .await;
+    let mine: PersistentVolumeClaim = serde_json::from_value(json!({
+        "metadata": {"name": "mine"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "manual", "volumeName": "pv-pinned",
+                 "resources": {"requests": {"storage": "1Gi"}}},
+    }))
+    .expect("pvc");
+    let mine = claims
+        .create(&PostParams::default(), &mine)
+        .await
+        .expect("create pvc");
+    let c = eventually("mine Bound", || async {
+        let c = claims.get("mine").await.ok()?;
+        (c.status.as_ref()?.phase.as_deref() == Some("Bound")).then_some(c)
+    })
+    .await;
+    assert_eq!(
+        annotation(&c.metadata, "pv.kubernetes.io/bind-completed").as_deref(),
+        Some("yes")
+    );
+    assert_eq!(
+        annotation(&c.metadata, "pv.kubernetes.io/bound-by-controller"),
+        None,
+        "the user chose"
+    );
+    let pinned = eventually("pv-pinned Bound", || async {
+        let pv = pvs.get("pv-pinned").await.ok()?;
+        (pv_phase(&pv).as_deref() == Some("Bound")).then_some(pv)
+    })
+    .await;
+    assert_eq!(
+        pinned.spec.and_then(|s| s.claim_ref).and_then(|r| r.uid),
+        mine.metadata.uid
+    );
+
+    // nothing fits: Pending, with one FailedBinding event however many resyncs
+    let lonely: PersistentVolumeClaim = serde_json::from_value(json!({
+        "metadata": {"name": "lonely"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "",
+                 "resources": {"requests": {"storage": "100Gi"}}},
+    }))
+    .expect("pvc");
+    claims
+        .create(&PostParams::default(), &lonely)
+        .await
+        .expect("create pvc");
+    let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    let lp = ListParams::default().fields("involvedObject.name=lonely");
+    eventually("a FailedBinding event", || async {
+        let l = events.list(&lp).await.ok()?;
+        l.items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("FailedBinding"))
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let l = events.list(&lp).await.expect("events");
+    assert_eq!(l.items.len(), 1, "{:?}", l.items);
+    let e = &l.items[0];
+    assert_eq!(
+        (
+            e.type_.as_deref(),
+            e.reason.as_deref(),
+            e.message.as_deref(),
+            e.count
+        ),
+        (
+            Some("Normal"),
+            Some("FailedBinding"),
+            Some("no persistent volumes available for this claim and no storage class is set"),
+            Some(1)
+        )
+    );
+    assert_eq!(
+        e.source.as_ref().and_then(|s| s.component.as_deref()),
+        Some("persistentvolume-controller")
+    );
+    let c = claims.get("lonely").await.expect("lonely");
+    assert_eq!(c.status.and_then(|s| s.phase).as_deref(), Some("Pending"));
+    assert_eq!(c.spec.and_then(|s| s.volume_name), None);
+
+    // a volume reserved (claimRef without uid) for a claim made later wins
+    // over a smaller free one; the volume is not marked bound-by-controller,
+    // the claim is (the controller set its volumeName)
+    host_path_volume(&pvs, "pv-spare", "1Gi", json!({})).await;
+    host_path_volume(
+        &pvs,
+        "pv-reserved",
+        "3Gi",
+        json!({"claimRef": {"namespace": "default", "name": "reserved"}}),
+    )
+    .await;
+    eventually("pv-spare and pv-reserved Available", || async {
+        let a = pv_phase(&pvs.get("pv-spare").await.ok()?);
+        let b = pv_phase(&pvs.get("pv-reserved").await.ok()?);
+        (a.as_deref() == Some("Available") && b.as_deref() == Some("Available")).then_some(())
+    })
+    .await;
+    let reserved: PersistentVolumeClaim = serde_json::from_value(json!({
+        "metadata": {"name": "reserved"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+    }))
+    .expect("pvc");
+    let reserved = claims
+        .create(&PostParams::default(), &reserved)
+        .await
+        .expect("create pvc");
+    let c = eventually("reserved Bound", || async {
+        let c = claims.get("reserved").await.ok()?;
+        (c.status.as_ref()?.phase.as_deref() == Some("Bound")).then_some(c)
+    })
+    .await;
+    assert_eq!(
+        c.spec.and_then(|s| s.volume_name).as_deref(),
+        Some("pv-reserved")
+    );
+    assert_eq!(
+        annotation(&c.metadata, "pv.kubernetes.io/bound-by-controller").as_deref(),
+        Some("yes")
+    );
+    let pv = pvs.get("pv-reserved").await.expect("pv-reserved");
+    assert_eq!(
+        pv.spec.and_then(|s| s.claim_ref).and_then(|r| r.uid),
+        reserved.metadata.uid
+    );
+    assert_eq!(
+        annotation(&pv.metadata, "pv.kubernetes.io/bound-by-controller"),
+        None
+    );
+
+    // a half-done binding (the volume points at the claim, the claim not yet
+    // at the volume) is finished
+    let lonely_uid = claims
+        .get("lonely")
+        .await
+        .expect("lonely")
+        .metadata
+        .uid
+        .expect("uid");
+    host_path_volume(
+        &pvs,
+        "pv-half",
+        "200Gi",
+        json!({"claimRef": {"kind": "PersistentVolumeClaim", "apiVersion": "v1",
+               "namespace": "default", "name": "lonely", "uid": lonely_uid}}),
+    )
+    .await;
+    let c = eventually("lonely Bound to pv-half", || async {
+        let c = claims.get("lonely").await.ok()?;
+        (c.status.as_ref()?.phase.as_deref() == Some("Bound")).then_some(c)
+    })
+    .await;
+    assert_eq!(
+        c.spec.and_then(|s| s.volume_name).as_deref(),
+        Some("pv-half")
+    );
+    assert_eq!(
+        annotation(&c.metadata, "pv.kubernetes.io/bind-completed").as_deref(),
+        Some("yes")
+    );
+    eventually("pv-half Bound", || async {
+        let pv = pvs.get("pv-half").await.ok()?;
+        (pv_phase(&pv).as_deref() == Some("Bound")).then_some(())
+    })
+    .await;
+    assert_eq!(
+        pv_phase(&pvs.get("pv-spare").await.expect("pv-spare")).as_deref(),
+        Some("Available"),
+        "nothing took the spare volume"
+    );
+
+    // the claims go: Retain keeps its volume Released, Delete deletes it
+    for name in [&retained, &deleted] {
+        claims
+            .delete(name, &DeleteParams::default())
+            .await
+            .expect("delete pvc");
+    }
+    eventually("pv-small Released", || async {
+        let pv = pvs.get("pv-small").await.ok()?;
+        (pv_phase(&pv).as_deref() == Some("Released")).then_some(())
+    })
+    .await;
+    eventually("pv-big deleted", || async {
+        pvs.get_opt("pv-big").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let small = pvs.get("pv-small").await.expect("pv-small kept");
+    assert_eq!(pv_phase(&small).as_deref(), Some("Released"));
+    assert_eq!(
+        small
+            .spec
+            .and_then(|s| s.claim_ref)
+            .and_then(|r| r.name)
+            .as_deref(),
+        Some(retained.as_str()),
+        "a released volume keeps its claimRef"
+    );
+    // and the others are untouched
+    assert_eq!(
+        pv_phase(&pvs.get("pv-pinned").await.expect("pinned")).as_deref(),
+        Some("Bound")
+    );
 }
