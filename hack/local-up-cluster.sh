@@ -108,7 +108,9 @@ ironkube::launch "$OUT_DIR/kube-apiserver.pid" "$LOGS/kube-apiserver.log" "$BIN/
   --service-cluster-ip-range="$SERVICE_CLUSTER_IP_RANGE" \
   --kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt" --kubelet-client-key="$PKI/apiserver-kubelet-client.key" \
   --kubelet-certificate-authority="$PKI/ca.crt" \
-  --kubelet-preferred-address-types=InternalIP,Hostname
+  --kubelet-preferred-address-types=InternalIP,Hostname \
+  --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+  --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key"
 ironkube::wait_url "https://127.0.0.1:$API_PORT/readyz" 60 --cacert "$PKI/ca.crt" ||
   die "kube-apiserver did not become ready (see $LOGS/kube-apiserver.log)"
 
@@ -130,6 +132,7 @@ done
 log "starting kube-controller-manager"
 ironkube::launch "$OUT_DIR/kube-controller-manager.pid" "$LOGS/kube-controller-manager.log" \
   "$BIN/kube-controller-manager" --kubeconfig="$OUT_DIR/controller-manager.kubeconfig" --bind-address=127.0.0.1 --secure-port="${CONTROLLER_MANAGER_PORT:-10257}" \
+  --root-ca-file="$PKI/ca.crt" \
   ${CONTROLLER_MANAGER_FLAGS:-}
 ironkube::wait_url "http://127.0.0.1:${CONTROLLER_MANAGER_PORT:-10257}/healthz" 30 || die "kube-controller-manager did not start (see $LOGS/kube-controller-manager.log)"
 

@@ -5,6 +5,7 @@
 //! validation) -> etcd with compare-and-swap. LIST and WATCH are served from
 //! the watch cache, which one etcd watch keeps current. See docs/architecture.md.
 
+pub mod admission;
 pub mod allocator;
 pub mod authn;
 pub mod cache;
@@ -18,6 +19,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod protobuf;
 pub mod proxy;
+pub mod rbac;
 pub mod registry;
 pub mod satoken;
 pub mod selectors;

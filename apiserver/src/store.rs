@@ -353,6 +353,9 @@ pub async fn create(ctx: &Ctx<'_>, mut obj: Value) -> ApiResult<Value> {
         m.insert("creationTimestamp".into(), now().into());
     }
     strategy::prepare_create(ctx.res, &mut obj);
+    if ctx.res.plural == "pods" && ctx.res.group.is_empty() {
+        crate::admission::pod_create(ctx, &mut obj);
+    }
     defaults::apply(ctx.res.kind, &mut obj);
     ctx.validate_create(&obj)?;
     ctx.check_namespace_live().await?;

@@ -15,6 +15,7 @@ pub mod nodelifecycle;
 pub mod persistentvolume;
 pub mod podgc;
 pub mod replicaset;
+pub mod rootca;
 pub mod serviceaccount;
 pub mod statefulset;
 pub mod ttlafterfinished;
@@ -66,6 +67,8 @@ pub struct Settings {
     pub concurrent_statefulset_syncs: usize,
     /// how often every PersistentVolume and claim is synced again
     pub pvclaimbinder_sync_period: Duration,
+    /// the CA bundle published as kube-root-ca.crt (--root-ca-file)
+    pub root_ca: Option<String>,
 }
 
 impl Default for Settings {
@@ -92,6 +95,7 @@ impl Default for Settings {
             concurrent_cron_job_syncs: 5,
             concurrent_statefulset_syncs: 5,
             pvclaimbinder_sync_period: Duration::from_secs(15),
+            root_ca: None,
         }
     }
 }
@@ -160,6 +164,10 @@ pub const CONTROLLERS: &[Entry] = &[
         start: replicaset::start,
     },
     Entry {
+        name: "root-ca-certificate-publisher-controller",
+        start: rootca::start,
+    },
+    Entry {
         name: "serviceaccount-controller",
         start: serviceaccount::start,
     },
@@ -195,6 +203,10 @@ pub const ALIASES: &[(&str, &str)] = &[
     ),
     ("podgc", "pod-garbage-collector-controller"),
     ("replicaset", "replicaset-controller"),
+    (
+        "root-ca-cert-publisher",
+        "root-ca-certificate-publisher-controller",
+    ),
     ("serviceaccount", "serviceaccount-controller"),
     ("statefulset", "statefulset-controller"),
     ("ttl-after-finished", "ttl-after-finished-controller"),
@@ -412,6 +424,7 @@ mod tests {
                 "persistentvolume-binder-controller",
                 "pod-garbage-collector-controller",
                 "replicaset-controller",
+                "root-ca-certificate-publisher-controller",
                 "serviceaccount-controller",
                 "statefulset-controller",
                 "taint-eviction-controller",

@@ -49,6 +49,9 @@ struct Flags {
     /// How often every PersistentVolume and PersistentVolumeClaim is synced again.
     #[arg(long, default_value = "15s", value_parser = common::parse_duration)]
     pvclaimbinder_sync_period: std::time::Duration,
+    /// The cluster's CA bundle, published in every namespace as the kube-root-ca.crt ConfigMap.
+    #[arg(long)]
+    root_ca_file: Option<PathBuf>,
     /// Give every node a pod CIDR from --cluster-cidr.
     #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     allocate_node_cidrs: bool,
@@ -110,7 +113,15 @@ async fn main() -> anyhow::Result<()> {
                 .map_err(anyhow::Error::msg)?,
         ),
     };
+    let root_ca = match &flags.root_ca_file {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .map_err(|e| anyhow::anyhow!("--root-ca-file {}: {e}", p.display()))?,
+        ),
+        None => None,
+    };
     let settings = Arc::new(Settings {
+        root_ca,
         node_cidrs,
         terminated_pod_gc_threshold: flags.terminated_pod_gc_threshold,
         concurrent_job_syncs: flags.concurrent_job_syncs,

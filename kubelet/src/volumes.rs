@@ -464,7 +464,23 @@ async fn volume_files(
     Ok(None)
 }
 
-/// A bound token for the pod's service account through the TokenRequest API.
+/// Tokens handed out, by pod UID, service account, audience and lifetime:
+/// (token, when it was issued, its lifetime).
+fn tokens() -> &'static std::sync::Mutex<HashMap<String, (String, Instant, Duration)>> {
+    static T: std::sync::OnceLock<std::sync::Mutex<HashMap<String, (String, Instant, Duration)>>> =
+        std::sync::OnceLock::new();
+    T.get_or_init(Default::default)
+}
+
+/// Forget the tokens of a pod that is gone.
+pub fn forget_tokens(uid: &str) {
+    let mut t = tokens().lock().unwrap_or_else(|p| p.into_inner());
+    t.retain(|k, _| !k.starts_with(&format!("{uid}/")));
+}
+
+/// A bound token for the pod's service account through the TokenRequest
+/// API, asked for again once 80% of its lifetime (or 24 h) has passed, as
+/// upstream's token manager does.
 async fn service_account_token(
     kl: &Kubelet,
     pod: &Pod,
@@ -475,13 +491,51 @@ async fn service_account_token(
         .spec
         .as_ref()
         .and_then(|s| s.service_account_name.clone())
+        .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "default".into());
+    let seconds = t.expiration_seconds.unwrap_or(3607);
+    let key = format!(
+        "{}/{sa}/{}/{seconds}",
+        pod.metadata.uid.as_deref().unwrap_or_default(),
+        t.audience.as_deref().unwrap_or_default()
+    );
+    if let Some((tok, at, ttl)) = tokens()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&key)
+        .cloned()
+    {
+        let renew = (ttl.mul_f64(0.8)).min(Duration::from_secs(24 * 3600));
+        if at.elapsed() < renew {
+            return Ok(tok);
+        }
+    }
+    let token = request_token(kl, pod, t, &ns, &sa, seconds).await?;
+    tokens().lock().unwrap_or_else(|p| p.into_inner()).insert(
+        key,
+        (
+            token.clone(),
+            Instant::now(),
+            Duration::from_secs(seconds.max(0) as u64),
+        ),
+    );
+    Ok(token)
+}
+
+async fn request_token(
+    kl: &Kubelet,
+    pod: &Pod,
+    t: &k8s_openapi::api::core::v1::ServiceAccountTokenProjection,
+    ns: &str,
+    sa: &str,
+    seconds: i64,
+) -> Result<String, String> {
     let body = serde_json::json!({
         "apiVersion": "authentication.k8s.io/v1",
         "kind": "TokenRequest",
         "spec": {
             "audiences": t.audience.as_ref().map(|a| vec![a.clone()]).unwrap_or_default(),
-            "expirationSeconds": t.expiration_seconds.unwrap_or(3607),
+            "expirationSeconds": seconds,
             "boundObjectRef": {
                 "apiVersion": "v1", "kind": "Pod",
                 "name": pod.metadata.name, "uid": pod.metadata.uid,

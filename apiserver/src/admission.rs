@@ -1,0 +1,183 @@
+//! Mutating admission of pods on create, as upstream's plugins of the same
+//! names: ServiceAccount (the pod's service account, and its token mounted
+//! through a projected `kube-api-access-*` volume) and
+//! DefaultTolerationSeconds (300 s tolerations of the not-ready and
+//! unreachable taints).
+
+use serde_json::{json, Value};
+
+use crate::store::Ctx;
+
+pub const TOKEN_MOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// Admit a pod being created.
+pub fn pod_create(ctx: &Ctx<'_>, pod: &mut Value) {
+    let mirror = pod
+        .pointer("/metadata/annotations/kubernetes.io~1config.mirror")
+        .is_some();
+    if !mirror {
+        service_account(ctx, pod);
+    }
+    default_toleration_seconds(pod);
+}
+
+fn service_account(ctx: &Ctx<'_>, pod: &mut Value) {
+    let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let name = spec
+        .get("serviceAccountName")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .or_else(|| {
+            spec.get("serviceAccount")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+        })
+        .unwrap_or("default")
+        .to_string();
+    spec.insert("serviceAccountName".into(), json!(name));
+    spec.insert("serviceAccount".into(), json!(name));
+    // a token only where the server can issue one and the account exists
+    // (upstream refuses the pod when the account is missing; here the pod
+    // runs without a token instead, so a namespace made a moment ago works)
+    if ctx.api.sa_signer.is_none() {
+        return;
+    }
+    let ns = ctx.ns.clone().unwrap_or_default();
+    let Some(res) = crate::registry::lookup("", "v1", "serviceaccounts") else {
+        return;
+    };
+    let Some(sa) = ctx
+        .api
+        .cache
+        .get(&res.key(&ctx.api.prefix, Some(&ns), &name))
+        .and_then(|e| serde_json::from_slice::<Value>(&e.data).ok())
+    else {
+        return;
+    };
+    let automount = spec
+        .get("automountServiceAccountToken")
+        .and_then(Value::as_bool)
+        .or_else(|| {
+            sa.get("automountServiceAccountToken")
+                .and_then(Value::as_bool)
+        })
+        .unwrap_or(true);
+    if !automount {
+        return;
+    }
+    let mounted = ["containers", "initContainers"].iter().any(|k| {
+        spec.get(*k)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .flat_map(|c| {
+                c.get("volumeMounts")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+            })
+            .any(|m| m.get("mountPath").and_then(Value::as_str) == Some(TOKEN_MOUNT))
+    });
+    if mounted {
+        return;
+    }
+    let volume = format!("kube-api-access-{}", suffix());
+    let volumes = spec.entry("volumes").or_insert_with(|| json!([]));
+    if let Some(v) = volumes.as_array_mut() {
+        v.push(json!({
+            "name": volume,
+            "projected": {
+                "defaultMode": 420,
+                "sources": [
+                    {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+                    {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                    {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}}
+                ]
+            }
+        }));
+    }
+    for k in ["containers", "initContainers"] {
+        for c in spec
+            .get_mut(k)
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(c) = c.as_object_mut() {
+                let mounts = c.entry("volumeMounts").or_insert_with(|| json!([]));
+                if let Some(m) = mounts.as_array_mut() {
+                    m.push(json!({"name": volume, "readOnly": true, "mountPath": TOKEN_MOUNT}));
+                }
+            }
+        }
+    }
+}
+
+fn suffix() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut rng = rand::rng();
+    (0..5)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+/// Tolerate node.kubernetes.io/not-ready and unreachable (NoExecute) for
+/// 300 s unless the pod already tolerates them.
+pub fn default_toleration_seconds(pod: &mut Value) {
+    let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let tols = spec.entry("tolerations").or_insert_with(|| json!([]));
+    let Some(list) = tols.as_array_mut() else {
+        return;
+    };
+    for key in [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    ] {
+        let tolerated = list.iter().any(|t| {
+            let effect = t.get("effect").and_then(Value::as_str).unwrap_or("");
+            let k = t.get("key").and_then(Value::as_str).unwrap_or("");
+            let op = t.get("operator").and_then(Value::as_str).unwrap_or("Equal");
+            (effect.is_empty() || effect == "NoExecute")
+                && (k == key || (k.is_empty() && op == "Exists"))
+        });
+        if !tolerated {
+            list.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tolerations_are_added_once() {
+        let mut pod = json!({"spec": {"containers": []}});
+        default_toleration_seconds(&mut pod);
+        let t = pod["spec"]["tolerations"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[0]["tolerationSeconds"], 300);
+        assert_eq!(t[1]["key"], "node.kubernetes.io/unreachable");
+        // a pod's own choice stays
+        let mut own = json!({"spec": {"tolerations": [{"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 5}]}});
+        default_toleration_seconds(&mut own);
+        let t = own["spec"]["tolerations"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[0]["tolerationSeconds"], 5);
+        // tolerating everything tolerates these
+        let mut all = json!({"spec": {"tolerations": [{"operator": "Exists"}]}});
+        default_toleration_seconds(&mut all);
+        assert_eq!(all["spec"]["tolerations"].as_array().map(Vec::len), Some(1));
+    }
+}
