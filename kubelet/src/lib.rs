@@ -5,6 +5,7 @@
 //! (`volumes`), probes (`probes`) and logs (`logs`); `node` keeps the Node,
 //! its Lease and its status; `server` is the HTTPS kubelet API with
 //! `streaming` (exec, attach, port-forward over WebSocket and `spdy`);
+//! `static_pods` reads `--pod-manifest-path` and keeps the mirror pods;
 //! `agent` puts it together.
 
 pub mod agent;
@@ -26,6 +27,7 @@ pub mod server;
 pub mod shim;
 pub mod spdy;
 pub mod spec;
+pub mod static_pods;
 pub mod streaming;
 pub mod volumes;
 

@@ -4,6 +4,10 @@
 //! CrashLoopBackOff say, runs the probes, tears the pod down on deletion with
 //! its grace period, and reports the pod's status when it changes.
 //!
+//! Static pods (`static_pods`) come from the file source, not from the
+//! apiserver: their workers report status on their mirror pods, whose watch
+//! events never start or stop a worker.
+//!
 //! The state a restarted kubelet needs (the sandbox, which container is the
 //! current one for each name, restart counts, the last termination) is kept
 //! in `<root-dir>/pods/<uid>/state.json`, so running containers are adopted,
@@ -35,6 +39,7 @@ use crate::probes::Prober;
 use crate::runtime::{ContainerState, Launch, Runtime};
 use crate::sandbox::{self, Sandbox, SandboxSpec};
 use crate::shim::ExitRecord;
+use crate::static_pods;
 
 /// A container's record in the pod's state.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -96,6 +101,11 @@ pub struct Kubelet {
     pub backoff: Mutex<Backoff>,
     pub prober: Prober,
     workers: Mutex<HashMap<String, watch::Sender<Option<Arc<Pod>>>>>,
+    /// the static pods that have a worker (running or being torn down):
+    /// UID -> `<namespace>/<name>`
+    statics: Mutex<HashMap<String, String>>,
+    /// the mirror pods in the apiserver, by `<namespace>/<name>`
+    mirrors: Mutex<HashMap<String, Arc<Pod>>>,
 }
 
 impl Kubelet {
@@ -120,6 +130,8 @@ impl Kubelet {
             )),
             prober: Prober::default(),
             workers: Mutex::new(HashMap::new()),
+            statics: Mutex::new(HashMap::new()),
+            mirrors: Mutex::new(HashMap::new()),
         })
     }
 
@@ -141,15 +153,21 @@ impl Kubelet {
             .collect()
     }
 
-    /// The pod this kubelet runs with that namespace and name.
+    /// The pod this kubelet runs with that namespace and name (the one not
+    /// being deleted, when a static pod's new version waits for the old).
     pub fn pod_by_name(&self, namespace: &str, name: &str) -> Option<Arc<Pod>> {
         let workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
-        workers.values().find_map(|tx| {
-            let pod = tx.borrow().clone()?;
-            (pod.metadata.namespace.as_deref() == Some(namespace)
-                && pod.metadata.name.as_deref() == Some(name))
-            .then_some(pod)
-        })
+        let mut found: Vec<Arc<Pod>> = workers
+            .values()
+            .filter_map(|tx| {
+                let pod = tx.borrow().clone()?;
+                (pod.metadata.namespace.as_deref() == Some(namespace)
+                    && pod.metadata.name.as_deref() == Some(name))
+                .then_some(pod)
+            })
+            .collect();
+        found.sort_by_key(|p| p.metadata.deletion_timestamp.is_some());
+        found.into_iter().next()
     }
 
     /// Where a container of a running pod is: its current container, its
@@ -181,6 +199,12 @@ impl Kubelet {
 
     fn dispatch(self: &Arc<Self>, uid: &str, pod: Option<Arc<Pod>>) {
         let mut workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = pod.as_deref().filter(|p| static_pods::is_static(p)) {
+            self.statics
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(uid.to_string(), static_pods::full_name(p));
+        }
         if let Some(tx) = workers.get(uid) {
             tx.send_replace(pod);
             return;
@@ -190,34 +214,158 @@ impl Kubelet {
         let kl = self.clone();
         let uid = uid.to_string();
         tokio::spawn(async move {
-            worker(kl.clone(), uid.clone(), rx).await;
-            kl.workers
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&uid);
+            loop {
+                worker(kl.clone(), uid.clone(), rx.clone()).await;
+                let mut workers = kl.workers.lock().unwrap_or_else(|p| p.into_inner());
+                // a static pod's file came back (same content, same UID)
+                // while its pod was torn down: run it again
+                let again = workers.get(&uid).is_some_and(|tx| {
+                    tx.borrow().as_deref().is_some_and(|p| {
+                        static_pods::is_static(p) && p.metadata.deletion_timestamp.is_none()
+                    })
+                });
+                if again {
+                    continue;
+                }
+                workers.remove(&uid);
+                kl.statics
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&uid);
+                return;
+            }
         });
+    }
+
+    /// Run a static pod from the file source (or tear it down: a pod with a
+    /// deletionTimestamp).
+    pub(crate) fn dispatch_static(self: &Arc<Self>, pod: Arc<Pod>) {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        if !uid.is_empty() {
+            self.dispatch(&uid, Some(pod));
+        }
+    }
+
+    /// Whether another static pod of that name (an earlier version of the
+    /// file) still has a worker: the new one starts once it is torn down.
+    fn static_blocked(&self, uid: &str, pod: &Pod) -> bool {
+        let name = static_pods::full_name(pod);
+        let statics = self.statics.lock().unwrap_or_else(|p| p.into_inner());
+        statics.iter().any(|(u, n)| u != uid && *n == name)
+    }
+
+    /// The mirror pod of that `<namespace>/<name>`, as last seen.
+    pub fn mirror(&self, full_name: &str) -> Option<Arc<Pod>> {
+        let mirrors = self.mirrors.lock().unwrap_or_else(|p| p.into_inner());
+        mirrors.get(full_name).cloned()
+    }
+
+    /// Record a mirror pod as the watch (or a create) shows it; an older
+    /// resourceVersion than the one recorded does not replace it.
+    pub(crate) fn remember_mirror(&self, pod: Pod) -> Arc<Pod> {
+        let pod = Arc::new(pod);
+        let rv = |p: &Pod| {
+            p.metadata
+                .resource_version
+                .as_deref()
+                .and_then(|r| r.parse::<u64>().ok())
+        };
+        let mut mirrors = self.mirrors.lock().unwrap_or_else(|p| p.into_inner());
+        let key = static_pods::full_name(&pod);
+        if let Some(old) = mirrors.get(&key) {
+            if let (Some(a), Some(b)) = (rv(old), rv(&pod)) {
+                if b < a {
+                    return old.clone();
+                }
+            }
+        }
+        mirrors.insert(key, pod.clone());
+        pod
+    }
+
+    /// Forget a mirror pod (that incarnation only).
+    pub(crate) fn forget_mirror(&self, pod: &Pod) {
+        let mut mirrors = self.mirrors.lock().unwrap_or_else(|p| p.into_inner());
+        let key = static_pods::full_name(pod);
+        if mirrors
+            .get(&key)
+            .is_some_and(|m| m.metadata.uid == pod.metadata.uid)
+        {
+            mirrors.remove(&key);
+        }
+    }
+
+    /// Delete the mirror pods whose static pod is gone (and torn down).
+    async fn delete_orphaned_mirrors(&self) {
+        let statics: std::collections::HashSet<String> = self
+            .statics
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let orphans: Vec<Arc<Pod>> = self
+            .mirrors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|m| !statics.contains(&static_pods::full_name(m)))
+            .cloned()
+            .collect();
+        for m in orphans {
+            static_pods::delete_mirror(self, &m).await;
+        }
     }
 }
 
-/// Watch the pods bound to this node and feed their workers; pods on disk
-/// that the apiserver no longer has are torn down after the first list.
+/// Run the static pods of the file source, watch the pods bound to this
+/// node and feed their workers; pods on disk that neither the apiserver nor
+/// the file source has are torn down after the first list. Mirror pods are
+/// only recorded (their static pods' workers keep them), and those without
+/// a static pod are deleted.
 pub async fn run(kl: Arc<Kubelet>, mut shutdown: watch::Receiver<bool>) {
+    // the static pods first, so the clean-up after the first list knows them
+    if let Some(dir) = kl.settings.pod_manifest_path.clone() {
+        static_pods::start(kl.clone(), dir, shutdown.clone()).await;
+    }
     let api: Api<Pod> = Api::all(kl.client.clone());
     let cfg =
         watcher::Config::default().fields(&format!("spec.nodeName={}", kl.settings.node_name));
     let stream = watcher(api, cfg);
     futures::pin_mut!(stream);
     let mut listed: Option<std::collections::HashSet<String>> = None;
+    let mut listed_mirrors: Option<std::collections::HashSet<String>> = None;
     let mut seen = std::collections::HashSet::new();
+    let mut synced = false;
+    let mut sweep: Option<tokio::task::JoinHandle<()>> = None;
+    // upstream's housekeeping period
+    let mut housekeeping = tokio::time::interval(Duration::from_secs(2));
+    housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let ev = tokio::select! {
             ev = stream.next() => ev,
+            _ = housekeeping.tick() => {
+                // in the background, so a slow apiserver holds no events up
+                if synced && sweep.as_ref().is_none_or(|h| h.is_finished()) {
+                    let kl = kl.clone();
+                    sweep = Some(tokio::spawn(async move { kl.delete_orphaned_mirrors().await }));
+                }
+                continue;
+            }
             _ = common::stopped(&mut shutdown) => return,
         };
         match ev {
             Some(Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p))) => {
                 let uid = p.metadata.uid.clone().unwrap_or_default();
                 if uid.is_empty() {
+                    continue;
+                }
+                if static_pods::is_mirror(&p) {
+                    // status only: the static pod's worker runs the pod
+                    if let Some(l) = listed_mirrors.as_mut() {
+                        l.insert(uid);
+                    }
+                    kl.remember_mirror(p);
                     continue;
                 }
                 seen.insert(uid.clone());
@@ -227,20 +375,38 @@ pub async fn run(kl: Arc<Kubelet>, mut shutdown: watch::Receiver<bool>) {
                 kl.dispatch(&uid, Some(Arc::new(p)));
             }
             Some(Ok(watcher::Event::Delete(p))) => {
+                if static_pods::is_mirror(&p) {
+                    kl.forget_mirror(&p);
+                    continue;
+                }
                 if let Some(uid) = p.metadata.uid.clone() {
                     kl.dispatch(&uid, None);
                 }
             }
             Some(Ok(watcher::Event::Init)) => {
                 listed = Some(std::collections::HashSet::new());
+                listed_mirrors = Some(std::collections::HashSet::new());
             }
             Some(Ok(watcher::Event::InitDone)) => {
                 let present = listed.take().unwrap_or_default();
-                // pods on disk (from before a restart) the apiserver no longer has
+                let mirrors = listed_mirrors.take().unwrap_or_default();
+                kl.mirrors
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .retain(|_, m| m.metadata.uid.as_ref().is_some_and(|u| mirrors.contains(u)));
+                let statics: std::collections::HashSet<String> = kl
+                    .statics
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .keys()
+                    .cloned()
+                    .collect();
+                // pods on disk (from before a restart) that neither the
+                // apiserver nor the file source has
                 if let Ok(rd) = std::fs::read_dir(kl.settings.root_dir.join("pods")) {
                     for e in rd.flatten() {
                         let uid = e.file_name().to_string_lossy().to_string();
-                        if !present.contains(&uid) {
+                        if !present.contains(&uid) && !statics.contains(&uid) {
                             kl.dispatch(&uid, None);
                         }
                     }
@@ -252,6 +418,7 @@ pub async fn run(kl: Arc<Kubelet>, mut shutdown: watch::Receiver<bool>) {
                         seen.remove(&uid);
                     }
                 }
+                synced = true;
             }
             Some(Err(e)) => {
                 tracing::warn!(error = %e, "watching this node's pods");
@@ -306,8 +473,12 @@ fn save_state(kl: &Kubelet, uid: &str, st: &PodState) {
 /// One pod's worker: sync on every change of the Pod and every second.
 async fn worker(kl: Arc<Kubelet>, uid: String, mut rx: watch::Receiver<Option<Arc<Pod>>>) {
     let mut st = load_state(&kl, &uid);
-    let mut last_status: Option<PodStatus> = None;
+    // the status last reported, and on which pod (UID)
+    let mut last_status: Option<(String, PodStatus)> = None;
     let mut last_pod: Option<Arc<Pod>> = None;
+    // a static pod's status as last computed: no apiserver feeds it back
+    let mut static_status: Option<PodStatus> = None;
+    let mut mirror_retry: Option<Instant> = None;
     loop {
         let pod = rx.borrow_and_update().clone();
         match pod {
@@ -331,13 +502,48 @@ async fn worker(kl: Arc<Kubelet>, uid: String, mut rx: watch::Receiver<Option<Ar
                         .unwrap_or(30)
                         .max(0) as u64;
                     teardown(&kl, &uid, Some(&pod), &mut st, Duration::from_secs(grace)).await;
-                    finish_delete(&kl, &pod).await;
+                    if static_pods::is_static(&pod) {
+                        // its file is gone: so is its mirror
+                        let name = static_pods::full_name(&pod);
+                        if let Some(m) = kl
+                            .mirror(&name)
+                            .filter(|m| static_pods::is_mirror_of(m, &pod))
+                        {
+                            static_pods::delete_mirror(&kl, &m).await;
+                        }
+                    } else {
+                        finish_delete(&kl, &pod).await;
+                    }
                     return;
                 }
-                let status = sync(&kl, &pod, &mut st).await;
-                if last_status.as_ref() != Some(&status) {
-                    if patch_status(&kl, &pod, &status).await {
-                        last_status = Some(status);
+                if !static_pods::is_static(&pod) {
+                    let status = sync(&kl, &pod, &mut st).await;
+                    let reported = (uid.clone(), status);
+                    if last_status.as_ref() != Some(&reported)
+                        && patch_status(&kl, &pod, &reported.1).await
+                    {
+                        last_status = Some(reported);
+                    }
+                } else if !kl.static_blocked(&uid, &pod) {
+                    // the mirror first (as upstream's syncPod), so a
+                    // restarted kubelet goes on from the status it reported
+                    let mirror = static_pods::ensure_mirror(&kl, &pod, &mut mirror_retry).await;
+                    if static_status.is_none() {
+                        static_status = mirror.as_ref().and_then(|m| m.status.clone());
+                    }
+                    let mut current = (*pod).clone();
+                    if static_status.is_some() {
+                        current.status = static_status.clone();
+                    }
+                    let status = sync(&kl, &Arc::new(current), &mut st).await;
+                    static_status = Some(status.clone());
+                    if let Some(m) = mirror {
+                        let reported = (m.metadata.uid.clone().unwrap_or_default(), status);
+                        if last_status.as_ref() != Some(&reported)
+                            && patch_status(&kl, &m, &reported.1).await
+                        {
+                            last_status = Some(reported);
+                        }
                     }
                 }
             }
@@ -349,6 +555,8 @@ async fn worker(kl: Arc<Kubelet>, uid: String, mut rx: watch::Receiver<Option<Ar
     }
 }
 
+/// Report the status on `pod` (a static pod's: on its mirror pod), only on
+/// that incarnation of it.
 async fn patch_status(kl: &Kubelet, pod: &Pod, status: &PodStatus) -> bool {
     let (Some(ns), Some(name)) = (&pod.metadata.namespace, &pod.metadata.name) else {
         return false;
@@ -445,6 +653,7 @@ async fn teardown(kl: &Kubelet, uid: &str, pod: Option<&Pod>, st: &mut PodState,
     }
     let _ = tokio::fs::remove_dir_all(kl.pod_dir(uid)).await;
     kl.prober.forget_pod(uid);
+    crate::volumes::forget_tokens(uid);
     if let Ok(mut b) = kl.backoff.lock() {
         b.forget_pod(uid);
     }
@@ -1150,6 +1359,9 @@ fn status_of(kl: &Kubelet, pod: &Pod, st: &PodState, initialized: bool) -> PodSt
         .and_then(|c| c.iter().find(|x| x.type_ == "PodScheduled"))
     {
         conditions.push(sched.clone());
+    } else if static_pods::is_static(pod) {
+        // no scheduler saw it: the kubelet says so, as upstream's does
+        conditions.push(condition("PodScheduled", true, None, None, prev));
     }
     // conditions other components own (readiness gates, DisruptionTarget) stay
     if let Some(others) = prev.and_then(|p| p.conditions.as_ref()) {

@@ -217,9 +217,8 @@ async fn run_probe(kl: &Kubelet, pod: &Pod, c: &Container, id: &str, p: &Probe) 
             return Outcome::Failure(format!("invalid port {:?}", h.port));
         };
         let host = h.host.clone().unwrap_or(pod_ip);
-        if h.scheme.as_deref() == Some("HTTPS") {
-            return Outcome::Failure("HTTPS probes are not supported yet".into());
-        }
+        let tls = h.scheme.as_deref() == Some("HTTPS");
+        let scheme = if tls { "https" } else { "http" };
         let path = h.path.clone().unwrap_or_else(|| "/".into());
         let headers: Vec<(String, String)> = h
             .http_headers
@@ -228,10 +227,12 @@ async fn run_probe(kl: &Kubelet, pod: &Pod, c: &Container, id: &str, p: &Probe) 
             .iter()
             .map(|x| (x.name.clone(), x.value.clone()))
             .collect();
-        return match tokio::time::timeout(timeout, http_get(&host, port, &path, &headers)).await {
+        return match tokio::time::timeout(timeout, http_get(&host, port, &path, &headers, tls))
+            .await
+        {
             Ok(o) => o,
             Err(_) => Outcome::Failure(format!(
-                "Get \"http://{host}:{port}{path}\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
+                "Get \"{scheme}://{host}:{port}{path}\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
             )),
         };
     }
@@ -270,15 +271,194 @@ async fn run_probe(kl: &Kubelet, pod: &Pod, c: &Container, id: &str, p: &Probe) 
             )),
         };
     }
-    Outcome::Failure("the probe has no supported handler (grpc is not supported yet)".into())
+    if let Some(g) = &p.grpc {
+        let Ok(port) = u16::try_from(g.port) else {
+            return Outcome::Failure(format!("invalid port {}", g.port));
+        };
+        let service = g.service.clone().unwrap_or_default();
+        return match tokio::time::timeout(timeout, grpc_check(&pod_ip, port, &service)).await {
+            Ok(o) => o,
+            Err(_) => Outcome::Failure(format!(
+                "timeout: health rpc did not complete within {}s",
+                timeout.as_secs()
+            )),
+        };
+    }
+    Outcome::Failure("the probe has no handler".into())
 }
 
-async fn http_get(host: &str, port: u16, path: &str, headers: &[(String, String)]) -> Outcome {
-    let url = format!("http://{host}:{port}{path}");
-    let mut s = match tokio::net::TcpStream::connect((host, port)).await {
+/// gRPC health checking (grpc.health.v1.Health/Check) over cleartext
+/// HTTP/2, as upstream's grpc probe: SERVING passes, anything else fails.
+pub async fn grpc_check(host: &str, port: u16, service: &str) -> Outcome {
+    use http_body_util::BodyExt;
+    let target = format!("{host}:{port}");
+    let tcp = match tokio::net::TcpStream::connect((host, port)).await {
+        Ok(s) => s,
+        Err(e) => {
+            return Outcome::Failure(format!(
+                "timeout: failed to connect service \"{target}\" within 1s: {e}"
+            ))
+        }
+    };
+    let (mut send, conn) = match hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    {
+        Ok(x) => x,
+        Err(e) => return Outcome::Failure(format!("failed to connect service \"{target}\": {e}")),
+    };
+    tokio::spawn(conn);
+    // HealthCheckRequest { service = 1 } in a gRPC message frame
+    let mut msg = Vec::new();
+    if !service.is_empty() {
+        msg.push(0x0a);
+        let mut n = service.len();
+        while n >= 0x80 {
+            msg.push((n as u8 & 0x7f) | 0x80);
+            n >>= 7;
+        }
+        msg.push(n as u8);
+        msg.extend_from_slice(service.as_bytes());
+    }
+    let mut body = vec![0u8];
+    body.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+    body.extend_from_slice(&msg);
+    let req = http::Request::post(format!("http://{target}/grpc.health.v1.Health/Check"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("user-agent", "kube-probe/1.33")
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)));
+    let req = match req {
+        Ok(r) => r,
+        Err(e) => return Outcome::Failure(e.to_string()),
+    };
+    let resp = match send.send_request(req).await {
+        Ok(r) => r,
+        Err(e) => return Outcome::Failure(format!("health rpc failed: {e}")),
+    };
+    let grpc_status = |h: &http::HeaderMap| {
+        h.get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .map(String::from)
+    };
+    let mut status = grpc_status(resp.headers());
+    let collected = match resp.into_body().collect().await {
+        Ok(c) => c,
+        Err(e) => return Outcome::Failure(format!("health rpc failed: {e}")),
+    };
+    if let Some(t) = collected.trailers() {
+        status = grpc_status(t).or(status);
+    }
+    let data = collected.to_bytes();
+    if status.as_deref().unwrap_or("0") != "0" {
+        return Outcome::Failure(format!(
+            "health rpc did not complete: grpc-status {}",
+            status.unwrap_or_default()
+        ));
+    }
+    // HealthCheckResponse { status = 1 (enum) } after the 5-byte frame header
+    let serving = match data.get(5..) {
+        Some([0x08, v, ..]) => *v,
+        Some([]) => 0,
+        _ => 0,
+    };
+    let name = match serving {
+        1 => return Outcome::Success,
+        2 => "NOT_SERVING",
+        3 => "SERVICE_UNKNOWN",
+        _ => "UNKNOWN",
+    };
+    Outcome::Failure(format!("service unhealthy (responded with \"{name}\")"))
+}
+
+/// Upstream does not verify a probed server's certificate.
+#[derive(Debug)]
+struct AnyServer(std::sync::Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyServer {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &rustls::pki_types::CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &rustls::pki_types::CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+fn tls_connector() -> Result<tokio_rustls::TlsConnector, String> {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(std::sync::Arc::new(AnyServer(provider)))
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg)))
+}
+
+async fn http_get(
+    host: &str,
+    port: u16,
+    path: &str,
+    headers: &[(String, String)],
+    tls: bool,
+) -> Outcome {
+    let url = format!(
+        "{}://{host}:{port}{path}",
+        if tls { "https" } else { "http" }
+    );
+    let tcp = match tokio::net::TcpStream::connect((host, port)).await {
         Ok(s) => s,
         Err(e) => return Outcome::Failure(format!("Get \"{url}\": dial tcp {host}:{port}: {e}")),
     };
+    if !tls {
+        return http_exchange(tcp, &url, host, port, path, headers).await;
+    }
+    let connector = match tls_connector() {
+        Ok(c) => c,
+        Err(e) => return Outcome::Failure(format!("Get \"{url}\": {e}")),
+    };
+    let name = rustls::pki_types::ServerName::try_from(host.to_string()).unwrap_or_else(|_| {
+        rustls::pki_types::ServerName::try_from("localhost").expect("a valid name")
+    });
+    match connector.connect(name, tcp).await {
+        Ok(s) => http_exchange(s, &url, host, port, path, headers).await,
+        Err(e) => Outcome::Failure(format!("Get \"{url}\": remote error: {e}")),
+    }
+}
+
+async fn http_exchange<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut s: S,
+    url: &str,
+    host: &str,
+    port: u16,
+    path: &str,
+    headers: &[(String, String)],
+) -> Outcome {
     let mut req = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: kube-probe/1.33\r\nAccept: */*\r\nConnection: close\r\n"
     );
@@ -351,4 +531,155 @@ pub fn exec_command(pid: i32, cmd: &[String]) -> Result<tokio::process::Command,
         .args(["-m", "-u", "-i", "-n", "-p", "-r", "-w", "--"])
         .args(cmd);
     Ok(c)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// A TLS server answering every request with `code`; its port.
+    async fn https_server(code: u16) -> u16 {
+        let kp = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["pod.local".into()])
+            .unwrap()
+            .self_signed(&kp)
+            .unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::try_from(kp.serialize_der()).unwrap();
+        let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone()], key)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = l.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut s) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let mut buf = [0u8; 1024];
+                    let _ = s.read(&mut buf).await;
+                    let _ = s
+                        .write_all(
+                            format!("HTTP/1.1 {code} X\r\nContent-Length: 0\r\n\r\n").as_bytes(),
+                        )
+                        .await;
+                    let _ = s.shutdown().await;
+                });
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn https_probes_skip_verification_and_read_the_status() {
+        let ok = https_server(200).await;
+        assert_eq!(
+            http_get("127.0.0.1", ok, "/healthz", &[], true).await,
+            Outcome::Success
+        );
+        let bad = https_server(503).await;
+        assert_eq!(
+            http_get("127.0.0.1", bad, "/healthz", &[], true).await,
+            Outcome::Failure("HTTP probe failed with statuscode: 503".into())
+        );
+        // plain HTTP to a TLS port fails rather than hangs
+        assert!(matches!(
+            tokio::time::timeout(
+                Duration::from_secs(5),
+                http_get("127.0.0.1", ok, "/", &[], false)
+            )
+            .await,
+            Ok(Outcome::Failure(_))
+        ));
+    }
+
+    /// A gRPC health server over cleartext HTTP/2 answering `status` for
+    /// the service "db" and SERVICE_UNKNOWN (3) for others; its port.
+    async fn grpc_server(status: u8) -> u16 {
+        use http_body_util::BodyExt;
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(
+                        move |req: http::Request<hyper::body::Incoming>| async move {
+                            assert_eq!(req.uri().path(), "/grpc.health.v1.Health/Check");
+                            let body = req.into_body().collect().await.unwrap().to_bytes();
+                            // frame header, then field 1 (service) if any
+                            let service = body
+                                .get(7..)
+                                .map(|s| String::from_utf8_lossy(s).to_string())
+                                .unwrap_or_default();
+                            let st = if service.is_empty() || service == "db" {
+                                status
+                            } else {
+                                3
+                            };
+                            let msg = [0u8, 0, 0, 0, 2, 0x08, st];
+                            let frames = futures::stream::iter(vec![
+                                Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(
+                                    bytes::Bytes::copy_from_slice(&msg),
+                                )),
+                                Ok(hyper::body::Frame::trailers({
+                                    let mut t = http::HeaderMap::new();
+                                    t.insert("grpc-status", http::HeaderValue::from_static("0"));
+                                    t
+                                })),
+                            ]);
+                            let mut resp =
+                                http::Response::new(http_body_util::StreamBody::new(frames));
+                            resp.headers_mut().insert(
+                                "content-type",
+                                http::HeaderValue::from_static("application/grpc"),
+                            );
+                            Ok::<_, std::convert::Infallible>(resp)
+                        },
+                    );
+                    let _ = hyper::server::conn::http2::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                    .await;
+                });
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn grpc_probes_ask_the_health_service() {
+        let serving = grpc_server(1).await;
+        assert_eq!(grpc_check("127.0.0.1", serving, "").await, Outcome::Success);
+        assert_eq!(
+            grpc_check("127.0.0.1", serving, "db").await,
+            Outcome::Success
+        );
+        assert_eq!(
+            grpc_check("127.0.0.1", serving, "other").await,
+            Outcome::Failure("service unhealthy (responded with \"SERVICE_UNKNOWN\")".into())
+        );
+        let not = grpc_server(2).await;
+        assert_eq!(
+            grpc_check("127.0.0.1", not, "").await,
+            Outcome::Failure("service unhealthy (responded with \"NOT_SERVING\")".into())
+        );
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        assert!(matches!(
+            grpc_check("127.0.0.1", closed, "").await,
+            Outcome::Failure(_)
+        ));
+    }
 }

@@ -4,8 +4,9 @@
 //! namespace (reaching the apiserver and registry through relays on its
 //! loopback). Pods run through libcontainer with CNI networking: env and
 //! volumes visible inside, exit codes, restart on liveness failure, a memory
-//! limit, hostPort, and everything removed after deletion. Skipped without
-//! root and the tools, except under CI, where that fails.
+//! limit, hostPort, and everything removed after deletion; static pods from
+//! --pod-manifest-path and their mirror pods. Skipped without root and the
+//! tools, except under CI, where that fails.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -71,6 +72,10 @@ fn sh(script: &str) -> String {
 
 const NODE_IP: &str = "10.252.0.2";
 
+/// Every test's node has the same addresses, names and cgroup root: one at
+/// a time (the tests of a binary run on several threads).
+static ONE_NODE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The node: its namespace, relays, registry, kubelet; removed on drop.
 struct Node1 {
     netns: String,
@@ -79,6 +84,8 @@ struct Node1 {
     relays: Vec<NetnsRelay>,
     kubelet: Option<Child>,
     cgroup_root: String,
+    /// the relay to the apiserver is up
+    api_relay: bool,
 }
 
 impl Node1 {
@@ -96,6 +103,7 @@ impl Node1 {
             relays: Vec::new(),
             kubelet: None,
             cgroup_root: format!("/ikt-{tag}"),
+            api_relay: false,
         };
         let ok = |args: &[&str]| {
             let out = Command::new(args[0])
@@ -165,9 +173,13 @@ impl Node1 {
         format!("{addr}/busybox:v1")
     }
 
-    fn start_kubelet(&mut self, ts: &TestServer) {
-        self.relays
-            .push(NetnsRelay::start(&self.netns, 6443, ts.addr));
+    /// Start the kubelet; with `manifests`, its --pod-manifest-path.
+    fn start_kubelet(&mut self, ts: &TestServer, manifests: Option<&Path>) {
+        if !self.api_relay {
+            self.relays
+                .push(NetnsRelay::start(&self.netns, 6443, ts.addr));
+            self.api_relay = true;
+        }
         let kc = self.dir.path().join("kubelet.kubeconfig");
         write_kubeconfig(
             &kc,
@@ -188,8 +200,8 @@ impl Node1 {
         )
         .expect("write config");
         let log = std::fs::File::create(self.dir.path().join("kubelet.log")).expect("log");
-        let child = Command::new("nsenter")
-            .arg(format!("--net=/var/run/netns/{}", self.netns))
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/var/run/netns/{}", self.netns))
             .arg(env!("CARGO_BIN_EXE_kubelet"))
             .arg(format!("--kubeconfig={}", kc.display()))
             .arg(format!("--config={}", config.display()))
@@ -203,13 +215,25 @@ impl Node1 {
                 "--pod-cidr=10.253.1.0/24",
                 "--healthz-port=0",
                 "-v=3",
-            ])
+            ]);
+        if let Some(m) = manifests {
+            cmd.arg(format!("--pod-manifest-path={}", m.display()));
+        }
+        let child = cmd
             .env("RUST_LOG", "info,kubelet=debug")
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()
             .expect("start kubelet");
         self.kubelet = Some(child);
+    }
+
+    /// Kill the kubelet (its containers keep running).
+    fn stop_kubelet(&mut self) {
+        if let Some(mut k) = self.kubelet.take() {
+            let _ = k.kill();
+            let _ = k.wait();
+        }
     }
 
     fn kubelet_log(&self) -> String {
@@ -315,6 +339,7 @@ fn container_status(p: &Pod, i: usize) -> Option<&k8s_openapi::api::core::v1::Co
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubelet_runs_pods() {
+    let _one = ONE_NODE.lock().await;
     if !can_run() {
         eprintln!("skipping: needs root and the node packages");
         return;
@@ -322,7 +347,7 @@ async fn kubelet_runs_pods() {
     let ts = TestServer::start();
     let mut node = Node1::new();
     let image = node.image();
-    node.start_kubelet(&ts);
+    node.start_kubelet(&ts, None);
     let client = ts.client().await;
     let nodes: Api<Node> = Api::all(client.clone());
     let ready = eventually("node-1 Ready", 60, || async {
@@ -618,6 +643,242 @@ async fn kubelet_runs_pods() {
     );
     assert!(!kubelet::cgroups::exists(&cg), "pod cgroup {cg} removed");
     assert!(!Path::new(&format!("/var/run/netns/ik-{uid}")).exists());
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    assert!(
+        !mounts.contains(&*node.root().to_string_lossy()),
+        "mounts left under the root dir"
+    );
+    drop(node);
+}
+
+fn annotation<'a>(p: &'a Pod, key: &str) -> Option<&'a str> {
+    p.metadata
+        .annotations
+        .as_ref()?
+        .get(key)
+        .map(String::as_str)
+}
+
+fn static_manifest(image: &str, version: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\n  labels: {{tier: static}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: {image}\n    command: [sh, -c, 'echo {version}; exec sleep 3600']\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubelet_runs_static_pods() {
+    let _one = ONE_NODE.lock().await;
+    if !can_run() {
+        eprintln!("skipping: needs root and the node packages");
+        return;
+    }
+    let ts = TestServer::start();
+    let mut node = Node1::new();
+    let image = node.image();
+    let manifests = node.dir.path().join("manifests");
+    std::fs::create_dir_all(&manifests).expect("manifests dir");
+    let web = manifests.join("web.yaml");
+    std::fs::write(&web, static_manifest(&image, "version-1")).expect("write");
+    // a dotfile and a file that is no pod make no pods
+    std::fs::write(
+        manifests.join(".hidden.yaml"),
+        static_manifest(&image, "hidden").replace("name: web", "name: hidden"),
+    )
+    .expect("write");
+    std::fs::write(
+        manifests.join("broken.yaml"),
+        "apiVersion: v1\nkind: Pod\nspec: [",
+    )
+    .expect("write");
+    node.start_kubelet(&ts, Some(&manifests));
+    let client = ts.client().await;
+    let nodes: Api<Node> = Api::all(client.clone());
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+
+    // the mirror pod: the static pod's identity, owned by the Node
+    let mirror = pod_where(&pods, "web-node-1", "the mirror pod Running", 90, |p| {
+        phase(p) == "Running" && container_status(p, 0).is_some_and(|c| c.ready)
+    })
+    .await;
+    let node_uid = nodes
+        .get("node-1")
+        .await
+        .expect("node")
+        .metadata
+        .uid
+        .unwrap_or_default();
+    let hash = annotation(&mirror, "kubernetes.io/config.hash")
+        .expect("config.hash")
+        .to_string();
+    assert_eq!(hash.len(), 32, "{hash}");
+    assert_eq!(
+        annotation(&mirror, "kubernetes.io/config.mirror"),
+        Some(hash.as_str())
+    );
+    assert_eq!(
+        annotation(&mirror, "kubernetes.io/config.source"),
+        Some("file")
+    );
+    assert!(annotation(&mirror, "kubernetes.io/config.seen").is_some());
+    assert_eq!(
+        mirror.metadata.labels.as_ref().and_then(|l| l.get("tier")),
+        Some(&"static".to_string())
+    );
+    let owners = mirror.metadata.owner_references.clone().unwrap_or_default();
+    assert_eq!(owners.len(), 1, "{owners:?}");
+    assert_eq!(
+        (
+            owners[0].api_version.as_str(),
+            owners[0].kind.as_str(),
+            owners[0].name.as_str(),
+            owners[0].uid.as_str(),
+            owners[0].controller
+        ),
+        ("v1", "Node", "node-1", node_uid.as_str(), Some(true))
+    );
+    let spec = mirror.spec.clone().unwrap_or_default();
+    assert_eq!(spec.node_name.as_deref(), Some("node-1"));
+    let mirror_uid = mirror.metadata.uid.clone().unwrap_or_default();
+    assert_ne!(mirror_uid, hash, "the mirror is an object of its own");
+    let first = container_status(&mirror, 0).expect("status").clone();
+    assert_eq!(first.restart_count, 0);
+    let container_id = first.container_id.clone().unwrap_or_default();
+    assert!(
+        container_id.starts_with("libcontainer://"),
+        "{container_id}"
+    );
+    let st = mirror.status.clone().unwrap_or_default();
+    assert!(st
+        .pod_ip
+        .as_deref()
+        .is_some_and(|ip| ip.starts_with("10.253.1.")));
+    assert!(st
+        .conditions
+        .unwrap_or_default()
+        .iter()
+        .any(|c| c.type_ == "PodScheduled" && c.status == "True"));
+
+    // the container really runs, under the static pod's UID (the hash)
+    let log_file = node
+        .logs()
+        .join(format!("default_web-node-1_{hash}"))
+        .join("c/0.log");
+    eventually("the static pod's log", 20, || async {
+        let t = std::fs::read_to_string(&log_file).ok()?;
+        t.contains(" stdout F version-1\n").then_some(())
+    })
+    .await;
+    assert_eq!(ts.kubectl_ok(&["logs", "web-node-1"]), "version-1\n");
+    assert_eq!(
+        ts.kubectl_ok(&["exec", "web-node-1", "--", "hostname"]),
+        "web-node-1\n"
+    );
+    let listed = pods.list(&Default::default()).await.expect("list");
+    let names: Vec<_> = listed
+        .items
+        .iter()
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
+    assert_eq!(names, ["web-node-1"], "no pods from the other files");
+    let log = node.kubelet_log();
+    assert!(
+        log.contains("could not process manifest file") && log.contains("broken.yaml"),
+        "the bad file is logged"
+    );
+
+    // deleting the mirror pod does not stop the static pod: it comes back,
+    // the container untouched
+    pods.delete("web-node-1", &DeleteParams::default())
+        .await
+        .expect("delete the mirror");
+    let back = pod_where(&pods, "web-node-1", "the mirror pod made again", 60, |p| {
+        p.metadata.uid.as_deref() != Some(mirror_uid.as_str())
+            && p.metadata.deletion_timestamp.is_none()
+            && phase(p) == "Running"
+            && container_status(p, 0).is_some_and(|c| c.ready)
+    })
+    .await;
+    let again = container_status(&back, 0).expect("status");
+    assert_eq!(again.restart_count, 0);
+    assert_eq!(again.container_id.as_deref(), Some(container_id.as_str()));
+    assert_eq!(
+        annotation(&back, "kubernetes.io/config.mirror"),
+        Some(hash.as_str())
+    );
+    assert_eq!(ts.kubectl_ok(&["logs", "web-node-1"]), "version-1\n");
+
+    // a restarted kubelet finds the same static pod (same UID): it adopts
+    // the container, keeps the mirror pod and the status it reported
+    let back_uid = back.metadata.uid.clone().unwrap_or_default();
+    let started = back.status.as_ref().and_then(|s| s.start_time.clone());
+    assert!(started.is_some());
+    node.stop_kubelet();
+    node.start_kubelet(&ts, Some(&manifests));
+    eventually(
+        "the restarted kubelet syncing the static pod",
+        30,
+        || async {
+            let log = node.kubelet_log();
+            log.contains("static pod added").then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let after = pods.get("web-node-1").await.expect("the mirror pod");
+    assert_eq!(after.metadata.uid.as_deref(), Some(back_uid.as_str()));
+    assert_eq!(
+        after.status.as_ref().and_then(|s| s.start_time.clone()),
+        started
+    );
+    assert_eq!(phase(&after), "Running");
+    let adopted = container_status(&after, 0).expect("status");
+    assert_eq!(adopted.restart_count, 0);
+    assert_eq!(adopted.container_id.as_deref(), Some(container_id.as_str()));
+    assert!(adopted.ready);
+
+    // a changed file: the pod is replaced by one with the new spec, and the
+    // outdated mirror by a new one
+    std::fs::write(&web, static_manifest(&image, "version-2")).expect("write");
+    let v2 = pod_where(&pods, "web-node-1", "the new version Running", 90, |p| {
+        annotation(p, "kubernetes.io/config.mirror").is_some_and(|h| h != hash)
+            && phase(p) == "Running"
+            && container_status(p, 0).is_some_and(|c| c.ready)
+    })
+    .await;
+    let hash2 = annotation(&v2, "kubernetes.io/config.hash")
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(
+        annotation(&v2, "kubernetes.io/config.mirror"),
+        Some(hash2.as_str())
+    );
+    let c2 = container_status(&v2, 0).expect("status");
+    assert_ne!(c2.container_id.as_deref(), Some(container_id.as_str()));
+    assert_eq!(c2.restart_count, 0);
+    assert_eq!(ts.kubectl_ok(&["logs", "web-node-1"]), "version-2\n");
+    assert!(
+        !node.root().join("pods").join(&hash).exists(),
+        "the old version is torn down"
+    );
+
+    // the file removed: the pod is torn down and its mirror deleted
+    std::fs::remove_file(&web).expect("remove");
+    eventually("the mirror pod gone", 60, || async {
+        let gone = pods.get_opt("web-node-1").await.ok()?.is_none();
+        gone.then_some(())
+    })
+    .await;
+    eventually("nothing of the static pod left", 30, || async {
+        let left = std::fs::read_dir(node.root().join("containers"))
+            .map(|rd| rd.count())
+            .unwrap_or(0);
+        let pods_left = std::fs::read_dir(node.root().join("pods"))
+            .map(|rd| rd.count())
+            .unwrap_or(0);
+        (left == 0 && pods_left == 0).then_some(())
+    })
+    .await;
+    assert!(!Path::new(&format!("/var/run/netns/ik-{hash2}")).exists());
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     assert!(
         !mounts.contains(&*node.root().to_string_lossy()),
