@@ -258,6 +258,8 @@ impl Drop for Cluster {
             .arg(root().join("hack/local-down-cluster.sh"))
             .env("OUT_DIR", &self.out)
             .output();
+        // the hostPath volumes the tests made
+        let _ = std::fs::remove_dir_all(self.out.join("pv"));
         if let Ok(o) = down {
             if !o.status.success() {
                 eprintln!(

@@ -229,6 +229,13 @@ async fn services(c: &Cluster, client: &kube::Client) {
 /// ConfigMap and Secret as env and as volumes; a changed ConfigMap reaches
 /// the mounted file in place, not the environment.
 async fn config(c: &Cluster) {
+    eventually("the default ServiceAccount", 60, || async {
+        c.kubectl(&["get", "serviceaccount", "default"])
+            .status
+            .success()
+            .then_some(())
+    })
+    .await;
     c.kubectl_ok(&[
         "create",
         "configmap",
@@ -257,6 +264,32 @@ async fn config(c: &Cluster) {
         "volumes": [{"name": "cfg", "configMap": {"name": "app-config"}}, {"name": "sec", "secret": {"secretName": "app-secret"}}]}
     }));
     c.kubectl_ok(&["wait", "--for=condition=Ready", "pod/cfg", "--timeout=120s"]);
+    // the pod's service-account token, the cluster CA and its namespace are
+    // mounted; the token is the pod's service account to the API
+    let sa_dir = "/var/run/secrets/kubernetes.io/serviceaccount";
+    let ns = c.kubectl_ok(&["exec", "cfg", "--", "cat", &format!("{sa_dir}/namespace")]);
+    assert_eq!(ns, "default");
+    let ca = c.kubectl_ok(&["exec", "cfg", "--", "cat", &format!("{sa_dir}/ca.crt")]);
+    assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"), "{ca}");
+    let token = c.kubectl_ok(&["exec", "cfg", "--", "cat", &format!("{sa_dir}/token")]);
+    let who = Command::new(&c.kubectl)
+        .args([
+            "--kubeconfig=/dev/null",
+            "--server=https://127.0.0.1:6443",
+            &format!(
+                "--certificate-authority={}",
+                c.out.join("pki/ca.crt").display()
+            ),
+            &format!("--token={token}"),
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username}",
+        ])
+        .output()
+        .expect("kubectl");
+    let who = String::from_utf8_lossy(&who.stdout);
+    assert_eq!(who, "system:serviceaccount:default:default");
     let show = [
         "exec",
         "cfg",
@@ -374,6 +407,17 @@ async fn workloads(c: &Cluster, client: &kube::Client) {
         BTreeSet::from(["node-1".to_string(), "node-2".to_string()])
     );
 
+    // two hostPath volumes for the StatefulSet's claims
+    for i in 0..2 {
+        let path = c.out.join(format!("pv/vol-{i}"));
+        c.apply(&json!({
+            "apiVersion": "v1", "kind": "PersistentVolume",
+            "metadata": {"name": format!("vol-{i}")},
+            "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "",
+                "hostPath": {"path": path, "type": "DirectoryOrCreate"}}
+        }));
+    }
     c.kubectl_ok(&["create", "service", "clusterip", "db", "--clusterip=None"]);
     c.apply(&json!({
         "apiVersion": "apps/v1", "kind": "StatefulSet",
@@ -381,8 +425,11 @@ async fn workloads(c: &Cluster, client: &kube::Client) {
         "spec": {"serviceName": "db", "replicas": 2, "selector": {"matchLabels": {"app": "db"}},
             "template": {"metadata": {"labels": {"app": "db"}},
                 "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "d", "image": c.busybox,
-                    "command": ["sh", "-c", "hostname > /tmp/me; sleep 100000"],
-                    "readinessProbe": {"exec": {"command": ["cat", "/tmp/me"]}, "periodSeconds": 1}}]}}}
+                    "command": ["sh", "-c", "hostname > /data/me; sleep 100000"],
+                    "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+                    "readinessProbe": {"exec": {"command": ["cat", "/data/me"]}, "periodSeconds": 1}}]}},
+            "volumeClaimTemplates": [{"metadata": {"name": "data"},
+                "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "", "resources": {"requests": {"storage": "1Gi"}}}}]}
     }));
     c.kubectl_ok(&["rollout", "status", "statefulset/db", "--timeout=180s"]);
     let db0 = pods.get("db-0").await.expect("db-0");
@@ -404,6 +451,29 @@ async fn workloads(c: &Cluster, client: &kube::Client) {
         c.kubectl_ok(&["exec", "db-1", "--", "hostname"]).trim(),
         "db-1"
     );
+    // each pod its own claim, bound to its own volume, holding its own data
+    let mut volumes = BTreeSet::new();
+    for pod in ["db-0", "db-1"] {
+        let claim = format!("data-{pod}");
+        let bound = c.kubectl_ok(&[
+            "get",
+            "pvc",
+            &claim,
+            "-o",
+            "jsonpath={.status.phase} {.spec.volumeName}",
+        ]);
+        let (phase, volume) = bound.split_once(' ').unwrap_or_default();
+        assert_eq!(phase, "Bound", "{claim}: {bound}");
+        volumes.insert(volume.to_string());
+        let path = c.out.join(format!("pv/{volume}/me"));
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap_or_default().trim(),
+            pod,
+            "{}",
+            path.display()
+        );
+    }
+    assert_eq!(volumes.len(), 2, "two claims, two volumes: {volumes:?}");
 }
 
 /// Scale up and down, roll to a new image, undo.
@@ -472,6 +542,37 @@ async fn rollout(c: &Cluster, client: &kube::Client) {
 /// stopped node recreated on the other one.
 async fn self_healing(c: &Cluster, client: &kube::Client) {
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    // a restarted kubelet adopts the containers it left running: same
+    // containers, no restarts, still Ready
+    let ids = |ps: &[Pod]| -> BTreeMap<String, (String, i32)> {
+        ps.iter()
+            .filter(|p| node_of(p) == "node-1")
+            .filter_map(|p| {
+                let cs = p
+                    .status
+                    .as_ref()?
+                    .container_statuses
+                    .as_ref()?
+                    .first()?
+                    .clone();
+                Some((
+                    p.metadata.name.clone()?,
+                    (cs.container_id?, cs.restart_count),
+                ))
+            })
+            .collect()
+    };
+    let before = ids(&pods_of(&pods, "app in (web, agent)").await);
+    assert!(!before.is_empty(), "pods on node-1");
+    c.fault(&["restart", "node-1/kubelet"]);
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    let ps = pods_of(&pods, "app in (web, agent)").await;
+    assert_eq!(
+        ids(&ps),
+        before,
+        "the same containers after a kubelet restart"
+    );
+    assert!(ps.iter().filter(|p| node_of(p) == "node-1").all(ready));
     let victim = pods_of(&pods, "app=web")
         .await
         .into_iter()

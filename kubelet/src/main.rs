@@ -7,6 +7,9 @@ use kubelet::config::{settings, Flags};
 
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(kubelet::sandbox::PAUSE_FLAG) {
+        kubelet::sandbox::pause();
+    }
     if args.get(1).map(String::as_str) == Some(kubelet::shim::SHIM_FLAG) {
         return std::process::ExitCode::from(kubelet::shim::main(&args[1..]) as u8);
     }

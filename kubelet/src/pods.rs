@@ -735,6 +735,15 @@ async fn sync(kl: &Arc<Kubelet>, pod: &Arc<Pod>, st: &mut PodState) -> PodStatus
         }
     }
 
+    // the pod's cgroup and its limits, once, before any container
+    let cgroup = pod_cgroup(kl, crate::qos::qos_class(pod), &uid);
+    if !crate::cgroups::exists(&cgroup) {
+        if let Err(e) = crate::cgroups::apply_pod(&cgroup, &crate::spec::pod_cgroup_resources(pod))
+        {
+            tracing::warn!(pod = %uid, error = %e, "setting the pod's cgroup limits");
+        }
+    }
+
     // volumes (configMaps and secrets are refreshed in place)
     let volumes = match crate::volumes::setup(kl, pod, &kl.pod_dir(&uid)).await {
         Ok(v) => v,
@@ -855,6 +864,10 @@ async fn make_sandbox(kl: &Kubelet, pod: &Pod) -> Result<Sandbox, String> {
         host_ipc: spec.host_ipc.unwrap_or(false),
         node_ips: &kl.settings.node_ips,
         ports: &ports,
+        share_pid: spec
+            .share_process_namespace
+            .unwrap_or(false)
+            .then(|| kl.runtime.exe()),
     };
     sandbox::create(&kl.pod_dir(&uid), &s, cni.as_ref())
         .await
@@ -1012,7 +1025,9 @@ async fn ensure_started(
         net: sandbox.netns.clone().unwrap_or_default(),
         ipc: sandbox.ipc.clone().unwrap_or_default(),
         uts: sandbox.uts.clone().unwrap_or_default(),
-        pid: None,
+        pid: sandbox
+            .pid_holder
+            .map(|p| PathBuf::from(format!("/proc/{p}/ns/pid"))),
     };
     let rootfs = match kl.runtime.prepare(&id, &image.layers).await {
         Ok(r) => r,

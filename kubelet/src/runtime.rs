@@ -72,6 +72,11 @@ pub struct Runtime {
 
 impl Runtime {
     /// `root` is the kubelet's `--root-dir`; `exe` the kubelet binary (run as the shim).
+    /// The kubelet binary (what shims and pod PID namespace inits run).
+    pub fn exe(&self) -> &Path {
+        &self.exe
+    }
+
     pub fn new(root: &Path, exe: PathBuf) -> Result<Runtime, RuntimeError> {
         for d in ["containers", "runtime"] {
             let p = root.join(d);

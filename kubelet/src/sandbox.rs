@@ -2,7 +2,10 @@
 //! (`ip netns add`), and persistent IPC and UTS namespaces bind-mounted under
 //! the pod's directory (`unshare --ipc=FILE --uts=FILE hostname NAME`), which
 //! every container of the pod joins by path. The network is set up by the CNI
-//! plugins (see `cni`). Host-network pods have no network namespace.
+//! plugins (see `cni`). Host-network pods have no network namespace. A pod
+//! with `shareProcessNamespace` gets a PID namespace whose init is the
+//! kubelet binary run as `kubelet --pause` (it reaps orphans), which the
+//! containers join through `/proc/<pid>/ns/pid`.
 
 use std::path::{Path, PathBuf};
 
@@ -33,6 +36,9 @@ pub struct Sandbox {
     pub ipc: Option<PathBuf>,
     pub uts: Option<PathBuf>,
     pub ips: Vec<String>,
+    /// the init of the pod's shared PID namespace (shareProcessNamespace)
+    #[serde(default)]
+    pub pid_holder: Option<i32>,
 }
 
 pub fn netns_name(uid: &str) -> String {
@@ -62,6 +68,8 @@ pub struct SandboxSpec<'a> {
     pub host_ipc: bool,
     pub node_ips: &'a [String],
     pub ports: &'a [PortMapping],
+    /// shareProcessNamespace: the kubelet binary, to run as the PID namespace's init
+    pub share_pid: Option<&'a Path>,
 }
 
 /// Make the sandbox of a pod under `pod_dir`; safe to call again for a
@@ -86,7 +94,11 @@ pub async fn create(
         ipc: (!s.host_ipc).then(|| ipc.clone()),
         uts: (!s.host_network).then(|| uts.clone()),
         ips: Vec::new(),
+        pid_holder: None,
     };
+    if let Some(exe) = s.share_pid {
+        sandbox.pid_holder = Some(pid_namespace(pod_dir, exe).await?);
+    }
     if !crate::runtime::is_mounted(&uts) || !crate::runtime::is_mounted(&ipc) {
         for f in [&ipc, &uts] {
             if crate::runtime::is_mounted(f) {
@@ -139,6 +151,77 @@ pub async fn create(
     Ok(sandbox)
 }
 
+/// Start the init of a new PID namespace (`unshare --pid --fork kubelet
+/// --pause`, in a session of its own so it outlives the kubelet) and return
+/// its pid as the machine sees it. A holder left from before is reused.
+async fn pid_namespace(pod_dir: &Path, exe: &Path) -> Result<i32, SandboxError> {
+    let record = pod_dir.join("ns").join("pid-holder");
+    if let Ok(text) = tokio::fs::read_to_string(&record).await {
+        if let Ok(pid) = text.trim().parse::<i32>() {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if cmdline
+                .windows(PAUSE_FLAG.len())
+                .any(|w| w == PAUSE_FLAG.as_bytes())
+            {
+                return Ok(pid);
+            }
+        }
+    }
+    let child = Command::new("setsid")
+        .arg("unshare")
+        .args(["--pid", "--fork", "--mount-proc"])
+        .arg(exe)
+        .arg(PAUSE_FLAG)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| SandboxError::Command {
+            what: "starting the pod's PID namespace".into(),
+            message: e.to_string(),
+        })?;
+    let unshare = child.id().unwrap_or(0);
+    // the pause process is unshare's child; unshare waits for it
+    for _ in 0..100 {
+        let children = std::fs::read_to_string(format!("/proc/{unshare}/task/{unshare}/children"))
+            .unwrap_or_default();
+        if let Some(pid) = children
+            .split_whitespace()
+            .next()
+            .and_then(|p| p.parse::<i32>().ok())
+        {
+            let _ = tokio::fs::create_dir_all(pod_dir.join("ns")).await;
+            tokio::fs::write(&record, pid.to_string())
+                .await
+                .map_err(|source| SandboxError::Io {
+                    what: "writing",
+                    path: record.clone(),
+                    source,
+                })?;
+            return Ok(pid);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    Err(SandboxError::Command {
+        what: "starting the pod's PID namespace".into(),
+        message: "its init did not start".into(),
+    })
+}
+
+/// The argument that makes the kubelet binary a PID namespace's init.
+pub const PAUSE_FLAG: &str = "--pause";
+
+/// `kubelet --pause`: the init of a pod's shared PID namespace. It reaps
+/// the orphans that land on it and otherwise waits to be killed.
+pub fn pause() -> ! {
+    loop {
+        match nix::sys::wait::wait() {
+            Ok(_) => {}
+            Err(_) => std::thread::sleep(std::time::Duration::from_secs(1)),
+        }
+    }
+}
+
 /// Tear the sandbox down: CNI DEL, the network namespace, the ipc/uts mounts.
 pub async fn remove(pod_dir: &Path, uid: &str, cni: Option<&Cni>) -> Result<(), SandboxError> {
     let name = netns_name(uid);
@@ -157,6 +240,23 @@ pub async fn remove(pod_dir: &Path, uid: &str, cni: Option<&Cni>) -> Result<(), 
     } else if let Some(cni) = cni {
         // the namespace is gone (someone removed it): still free the IP
         let _ = cni.del(uid, &path).await;
+    }
+    // the PID namespace's init, and with it the namespace
+    let record = pod_dir.join("ns").join("pid-holder");
+    if let Ok(text) = tokio::fs::read_to_string(&record).await {
+        if let Ok(pid) = text.trim().parse::<i32>() {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if cmdline
+                .windows(PAUSE_FLAG.len())
+                .any(|w| w == PAUSE_FLAG.as_bytes())
+            {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        let _ = tokio::fs::remove_file(&record).await;
     }
     for f in ["ipc", "uts"] {
         let p = pod_dir.join("ns").join(f);

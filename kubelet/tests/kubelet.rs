@@ -461,6 +461,21 @@ async fn kubelet_runs_pods() {
     // the memory limit is on the container's cgroup
     let cg = format!("{}/kubepods/pod{uid}", node.cgroup_root);
     assert!(kubelet::cgroups::exists(&cg), "pod cgroup {cg}");
+    // and the pod's cgroup carries the pod-level limits (the sum of its containers')
+    let read_cg = |file: &str| {
+        kubelet::cgroups::hierarchies().iter().find_map(|h| {
+            std::fs::read_to_string(h.join(cg.trim_start_matches('/')).join(file))
+                .ok()
+                .map(|s| s.trim().to_string())
+        })
+    };
+    let mem = read_cg("memory.limit_in_bytes").or_else(|| read_cg("memory.max"));
+    assert_eq!(mem.as_deref(), Some("33554432"), "32Mi on the pod cgroup");
+    let cpu = read_cg("cpu.cfs_quota_us").or_else(|| read_cg("cpu.max"));
+    assert!(
+        cpu.as_deref().is_some_and(|c| c.starts_with("50000")),
+        "500m as the pod's quota: {cpu:?}"
+    );
     // reachable from the node over the pod network
     let ping = node.exec(&["busybox", "ping", "-c", "1", "-W", "2", &ip]);
     assert!(
@@ -572,6 +587,49 @@ async fn kubelet_runs_pods() {
         .expect("terminated state");
     assert_eq!((term.exit_code, term.reason.as_deref()), (3, Some("Error")));
 
+    // shareProcessNamespace: the pod's containers see each other's processes
+    let shared: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "shared"},
+        "spec": {"nodeName": "node-1", "shareProcessNamespace": true, "terminationGracePeriodSeconds": 1,
+            "containers": [
+                {"name": "a", "image": image, "command": ["sleep", "1001"]},
+                {"name": "b", "image": image, "command": ["sleep", "1002"]}
+            ]}
+    }))
+    .expect("pod");
+    pods.create(&PostParams::default(), &shared)
+        .await
+        .expect("create");
+    pod_where(&pods, "shared", "shared running", 60, |p| {
+        phase(p) == "Running"
+            && p.status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref())
+                .is_some_and(|cs| cs.len() == 2 && cs.iter().all(|c| c.ready))
+    })
+    .await;
+    let ps = ts.kubectl_ok(&["exec", "shared", "-c", "b", "--", "ps", "-o", "pid,args"]);
+    assert!(
+        ps.contains("sleep 1001") && ps.contains("sleep 1002"),
+        "{ps}"
+    );
+    assert!(
+        ps.lines()
+            .any(|l| l.trim_start().starts_with("1 ") && l.contains("--pause")),
+        "the namespace's init reaps: {ps}"
+    );
+    let shared_uid = ts.kubectl_ok(&["get", "pod", "shared", "-o", "jsonpath={.metadata.uid}"]);
+    let holder: i32 =
+        std::fs::read_to_string(node.root().join(format!("pods/{shared_uid}/ns/pid-holder")))
+            .expect("the pid holder")
+            .trim()
+            .parse()
+            .expect("a pid");
+    // without it, each container has its own
+    let alone = ts.kubectl_ok(&["exec", "env", "--", "ps", "-o", "pid,args"]);
+    assert!(!alone.contains("--pause"), "{alone}");
+
     // kubectl logs -f follows a container until it ends
     let ticker: Pod = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Pod",
@@ -623,7 +681,7 @@ async fn kubelet_runs_pods() {
     );
 
     // delete everything: nothing of the pods is left
-    for name in ["env", "fails", "live", "ticker"] {
+    for name in ["env", "fails", "live", "ticker", "shared"] {
         pods.delete(name, &DeleteParams::default())
             .await
             .expect("delete");
@@ -642,6 +700,11 @@ async fn kubelet_runs_pods() {
         node.kubelet_log()
     );
     assert!(!kubelet::cgroups::exists(&cg), "pod cgroup {cg} removed");
+    let holder_cmd = std::fs::read(format!("/proc/{holder}/cmdline")).unwrap_or_default();
+    assert!(
+        !String::from_utf8_lossy(&holder_cmd).contains("--pause"),
+        "the shared PID namespace's init is gone"
+    );
     assert!(!Path::new(&format!("/var/run/netns/ik-{uid}")).exists());
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     assert!(
