@@ -464,10 +464,12 @@ async fn volume_files(
     Ok(None)
 }
 
-/// Tokens handed out, by pod UID, service account, audience and lifetime:
-/// (token, when it was issued, its lifetime).
-fn tokens() -> &'static std::sync::Mutex<HashMap<String, (String, Instant, Duration)>> {
-    static T: std::sync::OnceLock<std::sync::Mutex<HashMap<String, (String, Instant, Duration)>>> =
+/// A token handed out: the token, when it was issued, its lifetime.
+type Issued = (String, Instant, Duration);
+
+/// Tokens handed out, by pod UID, service account, audience and lifetime.
+fn tokens() -> &'static std::sync::Mutex<HashMap<String, Issued>> {
+    static T: std::sync::OnceLock<std::sync::Mutex<HashMap<String, Issued>>> =
         std::sync::OnceLock::new();
     T.get_or_init(Default::default)
 }
