@@ -48,7 +48,7 @@ pub struct Flags {
     /// How long events are kept (Go duration).
     #[arg(long, default_value = "1h0m0s")]
     pub event_ttl: String,
-    /// Only AlwaysAllow is implemented until RBAC lands.
+    /// Authorizers, in order: AlwaysAllow, AlwaysDeny, Node, RBAC (comma separated).
     #[arg(long, default_value = "AlwaysAllow")]
     pub authorization_mode: String,
     #[arg(long, default_value_t = false)]
@@ -124,6 +124,7 @@ pub struct Config {
     /// signs TokenRequest tokens (None: the API answers TokenRequest with an error)
     pub sa_signer: Option<std::sync::Arc<crate::satoken::Signer>>,
     pub sa_verifier: crate::satoken::Verifier,
+    pub authorization: Vec<crate::authz::Mode>,
 }
 
 fn read(path: &PathBuf) -> Result<Vec<u8>, ConfigError> {
@@ -148,8 +149,38 @@ impl Flags {
             tokens =
                 TokenFile::parse(&text).map_err(|e| invalid("token-auth-file", e.to_string()))?;
         }
-        if self.authorization_mode != "AlwaysAllow" {
-            tracing::warn!(mode = %self.authorization_mode, "only AlwaysAllow authorization is implemented; authenticated users may do everything");
+        let mut authorization = Vec::new();
+        for m in self
+            .authorization_mode
+            .split(',')
+            .map(str::trim)
+            .filter(|m| !m.is_empty())
+        {
+            let mode = match m {
+                "AlwaysAllow" => crate::authz::Mode::AlwaysAllow,
+                "AlwaysDeny" => crate::authz::Mode::AlwaysDeny,
+                "Node" => crate::authz::Mode::Node,
+                "RBAC" => crate::authz::Mode::Rbac,
+                other => {
+                    return Err(invalid(
+                        "authorization-mode",
+                        format!("authorization mode {other:?} is not supported (AlwaysAllow, AlwaysDeny, Node, RBAC)"),
+                    ))
+                }
+            };
+            if authorization.contains(&mode) {
+                return Err(invalid(
+                    "authorization-mode",
+                    format!("{m} is given more than once"),
+                ));
+            }
+            authorization.push(mode);
+        }
+        if authorization.is_empty() {
+            return Err(invalid(
+                "authorization-mode",
+                "at least one mode is required".into(),
+            ));
         }
         let kubelets = crate::proxy::KubeletClient::new(
             self.kubelet_client_certificate
@@ -204,6 +235,7 @@ impl Flags {
             None => None,
         };
         Ok(Config {
+            authorization,
             kubelets,
             sa_signer,
             sa_verifier,

@@ -266,6 +266,10 @@ async fn route(
         return Err(ApiError::unauthorized());
     };
     tracing::debug!(user = %user.name, %method, %path, "request");
+    let attrs =
+        crate::rbac::Attributes::from_request(&user, method.as_str(), &path, req.uri().query())
+            .map_err(ApiError::internal)?;
+    api.authz.check(api, &attrs)?;
     let accept = req
         .headers()
         .get(header::ACCEPT)
@@ -332,6 +336,27 @@ async fn route(
                 .ok_or_else(ApiError::not_found_path)
         }
         _ => {}
+    }
+    let review = match segs.as_slice() {
+        ["apis", "authorization.k8s.io", "v1", plural] => Some((None, *plural)),
+        ["apis", "authorization.k8s.io", "v1", "namespaces", ns, "localsubjectaccessreviews"] => {
+            Some((Some(ns.to_string()), "localsubjectaccessreviews"))
+        }
+        _ => None,
+    };
+    if let Some((ns, plural)) = review {
+        if method != Method::POST {
+            return Err(ApiError::new(
+                405,
+                "MethodNotAllowed",
+                "access reviews only take create (POST)",
+            ));
+        }
+        labels.verb = "POST";
+        let body = req.body().clone()?;
+        let (v, _) = decode_body(api, req.headers(), &body, false)?;
+        let out = crate::authz::review(api, &user, plural, ns.as_deref(), &v)?;
+        return Ok(json_response(201, &out));
     }
     if let ["apis", "authentication.k8s.io", v @ ("v1" | "v1beta1"), "selfsubjectreviews"] =
         segs.as_slice()
@@ -442,8 +467,7 @@ fn decode_body(
                     // request-only kinds with no resource of their own
                     let (g, v) = av.rsplit_once('/')?;
                     let g = g.strip_suffix(".k8s.io").unwrap_or(g);
-                    (matches!(kind, "TokenRequest" | "SelfSubjectReview" | "TokenReview")
-                        && g == "authentication")
+                    matches!(g, "authentication" | "authorization")
                         .then(|| format!("io.k8s.api.{g}.{v}.{kind}"))
                 })
             })

@@ -8,6 +8,7 @@
 pub mod admission;
 pub mod allocator;
 pub mod authn;
+pub mod authz;
 pub mod cache;
 pub mod config;
 pub mod defaults;
@@ -96,6 +97,7 @@ pub struct Api {
     pub kubelets: proxy::KubeletClient,
     pub sa_signer: Option<Arc<satoken::Signer>>,
     pub sa_verifier: satoken::Verifier,
+    pub authz: authz::Authorizer,
 }
 
 impl Api {
@@ -296,6 +298,7 @@ impl Server {
             kubelets: cfg.kubelets.clone(),
             sa_signer: cfg.sa_signer.clone(),
             sa_verifier: cfg.sa_verifier.clone(),
+            authz: authz::Authorizer::new(cfg.authorization.clone()),
         });
         Ok(Server {
             listener,
@@ -470,6 +473,9 @@ async fn bootstrap_once(api: &Arc<Api>, user: &User, cfg: &Config) -> Result<(),
     let ctx = |res: &'static str, ns: Option<&str>| -> Result<store::Ctx<'_>, error::ApiError> {
         let (group, version) = match res {
             "endpointslices" => ("discovery.k8s.io", "v1"),
+            "clusterroles" | "clusterrolebindings" | "roles" | "rolebindings" => {
+                ("rbac.authorization.k8s.io", "v1")
+            }
             _ => ("", "v1"),
         };
         Ok(store::Ctx {
@@ -491,6 +497,9 @@ async fn bootstrap_once(api: &Arc<Api>, user: &User, cfg: &Config) -> Result<(),
             Err(e) if exists(&e) => {}
             Err(e) => return Err(e),
         }
+    }
+    if api.authz.rbac_on() {
+        bootstrap_rbac(api, &ctx).await?;
     }
     let ip = api.service_ips.first();
     let svc = json!({
@@ -524,6 +533,65 @@ async fn bootstrap_once(api: &Arc<Api>, user: &User, cfg: &Config) -> Result<(),
         }
         Err(e) => return Err(e),
     }
+    Ok(())
+}
+
+/// Upstream's bootstrap roles and bindings, reconciled at every start: missing
+/// ones created, missing rules and subjects added, `autoupdate: "false"` left
+/// alone.
+async fn bootstrap_rbac<'a>(
+    api: &Arc<Api>,
+    ctx: &(dyn Fn(&'static str, Option<&str>) -> Result<store::Ctx<'a>, error::ApiError> + Sync),
+) -> Result<(), error::ApiError> {
+    let mut changed = 0;
+    for wanted in rbac::bootstrap_objects() {
+        let plural = match wanted.get("kind").and_then(|k| k.as_str()) {
+            Some("ClusterRole") => "clusterroles",
+            Some("ClusterRoleBinding") => "clusterrolebindings",
+            Some("Role") => "roles",
+            Some("RoleBinding") => "rolebindings",
+            _ => continue,
+        };
+        let ns = wanted
+            .pointer("/metadata/namespace")
+            .and_then(|n| n.as_str())
+            .map(str::to_string);
+        let name = wanted
+            .pointer("/metadata/name")
+            .and_then(|n| n.as_str())
+            .unwrap_or_default()
+            .to_string();
+        let c = ctx(plural, ns.as_deref())?;
+        let existing = match store::get(&c, &name).await {
+            Ok(v) => Some(v),
+            Err(e) if e.code == 404 => None,
+            Err(e) => return Err(e),
+        };
+        match rbac::reconcile_op(existing.as_ref(), &wanted) {
+            None => {}
+            Some(rbac::Reconcile::Create(v)) => {
+                store::create(&c, v).await?;
+                changed += 1;
+            }
+            Some(rbac::Reconcile::Update(v)) => {
+                store::update(&c, &name, None, v).await?;
+                changed += 1;
+            }
+            Some(rbac::Reconcile::Recreate(v)) => {
+                let _ = store::delete(&c, &name, &store::DeleteOpts::default()).await;
+                let mut v = v;
+                if let Some(m) = v.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+                    m.remove("resourceVersion");
+                }
+                store::create(&c, v).await?;
+                changed += 1;
+            }
+        }
+    }
+    if changed > 0 {
+        tracing::info!(changed, "reconciled the bootstrap RBAC roles and bindings");
+    }
+    let _ = api;
     Ok(())
 }
 

@@ -125,6 +125,14 @@ fn register(g: &mut SchemaGenerator) -> Registered {
     r.add::<batch::v1::CronJob>(g, "batch", "v1", true);
     r.add::<coordination::v1::Lease>(g, "coordination.k8s.io", "v1", true);
     r.add::<discovery::v1::EndpointSlice>(g, "discovery.k8s.io", "v1", true);
+    {
+        use k8s_openapi::api::rbac::v1 as rbac;
+        let group = "rbac.authorization.k8s.io";
+        r.add::<rbac::Role>(g, group, "v1", true);
+        r.add::<rbac::RoleBinding>(g, group, "v1", true);
+        r.add::<rbac::ClusterRole>(g, group, "v1", true);
+        r.add::<rbac::ClusterRoleBinding>(g, group, "v1", true);
+    }
     r.add::<events::v1::Event>(g, "events.k8s.io", "v1", true);
     r.add::<autoscaling::v1::Scale>(g, "autoscaling", "v1", false);
     r.add::<policy::v1::Eviction>(g, "policy", "v1", false);

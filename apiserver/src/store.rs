@@ -357,6 +357,7 @@ pub async fn create(ctx: &Ctx<'_>, mut obj: Value) -> ApiResult<Value> {
         crate::admission::pod_create(ctx, &mut obj);
     }
     defaults::apply(ctx.res.kind, &mut obj);
+    rbac_guard(ctx, &obj, None)?;
     ctx.validate_create(&obj)?;
     ctx.check_namespace_live().await?;
     let name = name_of(&obj);
@@ -384,6 +385,25 @@ pub async fn create(ctx: &Ctx<'_>, mut obj: Value) -> ApiResult<Value> {
             crate::services::release(ctx, &allocated).await;
             Err(storage_err(ctx, &name, e))
         }
+    }
+}
+
+/// With RBAC on, nobody grants what they do not hold: roles and bindings are
+/// checked against the writer's own permissions (upstream's escalation check).
+fn rbac_guard(ctx: &Ctx<'_>, obj: &Value, old: Option<&Value>) -> ApiResult<()> {
+    if !ctx.api.authz.rbac_on() || ctx.res.group != "rbac.authorization.k8s.io" {
+        return Ok(());
+    }
+    let snap = ctx.api.authz.snapshot(ctx.api);
+    let ns = ctx.ns.as_deref().unwrap_or_default();
+    match ctx.res.plural {
+        "roles" | "clusterroles" => {
+            crate::rbac::check_role_write(&snap, ctx.user, ctx.res.plural, ns, obj, old)
+        }
+        "rolebindings" | "clusterrolebindings" => {
+            crate::rbac::check_binding_write(&snap, ctx.user, ctx.res.plural, ns, obj, old)
+        }
+        _ => Ok(()),
     }
 }
 
@@ -418,6 +438,7 @@ async fn write_update(
 ) -> ApiResult<Write> {
     defaults::apply(ctx.res.kind, &mut new);
     strategy::prepare_update(ctx.res, sub, &mut new, old);
+    rbac_guard(ctx, &new, Some(old))?;
     let errs = validation::validate_update(ctx.res.kind, &new, old, ctx.res.namespaced);
     if !errs.is_empty() {
         return Err(ApiError::invalid(ctx.res, name, causes(errs)));

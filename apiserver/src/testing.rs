@@ -265,6 +265,7 @@ impl TestServer {
             kubelets,
             sa_signer: None,
             sa_verifier: Default::default(),
+            authorization: vec![crate::authz::Mode::AlwaysAllow],
             etcd_servers: vec![etcd.endpoint.clone()],
             etcd_tls: Default::default(),
             etcd_prefix: "/registry".into(),

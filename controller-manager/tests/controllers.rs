@@ -765,8 +765,15 @@ async fn silent_nodes_are_tainted_and_their_pods_evicted() {
     let beat = heartbeat(client.clone(), "n1");
     let _beat2 = heartbeat(client.clone(), "n2");
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    // the apiserver's DefaultTolerationSeconds gives a pod without
+    // tolerations 300 s: "at once" is a toleration of 0 s
     for (name, tols) in [
-        ("fragile", json!([])),
+        (
+            "fragile",
+            json!([{"key": "node.kubernetes.io/unreachable", "operator": "Exists",
+                             "effect": "NoExecute", "tolerationSeconds": 0}]),
+        ),
+        ("defaulted", json!([])),
         (
             "patient",
             json!([{"key": "node.kubernetes.io/unreachable", "operator": "Exists",
@@ -780,6 +787,18 @@ async fn silent_nodes_are_tainted_and_their_pods_evicted() {
         .expect("pod");
         pods.create(&PostParams::default(), &p).await.expect("pod");
     }
+    let defaulted = pods.get("defaulted").await.expect("pod");
+    let tols = defaulted
+        .spec
+        .and_then(|s| s.tolerations)
+        .unwrap_or_default();
+    assert!(
+        tols.iter().any(
+            |t| t.key.as_deref() == Some("node.kubernetes.io/unreachable")
+                && t.toleration_seconds == Some(300)
+        ),
+        "{tols:?}"
+    );
     let _kcm = Kcm::start(
         &ts,
         &[
