@@ -622,7 +622,23 @@ async fn teardown(kl: &Kubelet, uid: &str, pod: Option<&Pod>, st: &mut PodState,
             }
             let rt = kl.runtime.clone();
             let id = c.id.clone();
-            stops.push(async move { rt.stop(&id, grace).await });
+            let hook = pod.and_then(|p| {
+                let spec = p.spec.as_ref()?;
+                let ctr = spec
+                    .containers
+                    .iter()
+                    .chain(spec.init_containers.iter().flatten())
+                    .find(|x| &x.name == name)?;
+                ctr.lifecycle.as_ref()?.pre_stop.as_ref()?;
+                Some((p.clone(), ctr.clone()))
+            });
+            stops.push(async move {
+                let left = match hook {
+                    Some((p, ctr)) => pre_stop(kl, &p, &ctr, &id, grace).await,
+                    None => grace,
+                };
+                rt.stop(&id, left).await
+            });
         }
     }
     futures::future::join_all(stops).await;
@@ -808,9 +824,9 @@ async fn sync(kl: &Arc<Kubelet>, pod: &Arc<Pod>, st: &mut PodState) -> PodStatus
                                 c.name
                             ),
                         );
-                        let grace =
-                            spec.termination_grace_period_seconds.unwrap_or(30).max(0) as u64;
-                        kl.runtime.stop(&id, Duration::from_secs(grace)).await;
+                        let grace = grace_of(pod);
+                        let left = pre_stop(kl, pod, c, &id, grace).await;
+                        kl.runtime.stop(&id, left).await;
                     }
                 }
                 ContainerState::Exited { ref exit, .. } if !should_restart(&policy, exit) => {}
@@ -1109,6 +1125,19 @@ async fn ensure_started(
                 &format!("Started container {}", c.name),
             );
             kl.prober.started(&uid, &c.name);
+            if let Some(h) = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) {
+                let grace = grace_of(pod);
+                if let Err(why) = crate::probes::run_hook(kl, pod, c, &entry.id, h, grace).await {
+                    // as upstream: the container is killed, and restarted by policy
+                    kl.recorder.emit(
+                        &cref,
+                        EventType::Warning,
+                        "FailedPostStartHook",
+                        &format!("PostStartHook failed: {why}"),
+                    );
+                    kl.runtime.stop(&entry.id, grace).await;
+                }
+            }
         }
         Err(e) => {
             let msg = e.to_string();
@@ -1120,6 +1149,47 @@ async fn ensure_started(
         }
     }
     save_state(kl, &uid, st);
+}
+
+/// The pod's termination grace period (default 30 s).
+fn grace_of(pod: &Pod) -> Duration {
+    Duration::from_secs(
+        pod.spec
+            .as_ref()
+            .and_then(|s| s.termination_grace_period_seconds)
+            .unwrap_or(30)
+            .max(0) as u64,
+    )
+}
+
+/// Run the container's preStop hook within `grace`; what is left of the
+/// grace period for SIGTERM (at least 2 s, as upstream).
+async fn pre_stop(kl: &Kubelet, pod: &Pod, c: &Container, id: &str, grace: Duration) -> Duration {
+    let Some(h) = c.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref()) else {
+        return grace;
+    };
+    let start = Instant::now();
+    match tokio::time::timeout(grace, crate::probes::run_hook(kl, pod, c, id, h, grace)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(why)) => kl.recorder.emit(
+            &container_ref(pod, &c.name, false),
+            EventType::Warning,
+            "FailedPreStopHook",
+            &format!("PreStopHook failed: {why}"),
+        ),
+        Err(_) => kl.recorder.emit(
+            &container_ref(pod, &c.name, false),
+            EventType::Warning,
+            "FailedPreStopHook",
+            &format!(
+                "PreStopHook failed: did not finish within the grace period of {}s",
+                grace.as_secs()
+            ),
+        ),
+    }
+    grace
+        .saturating_sub(start.elapsed())
+        .max(Duration::from_secs(2))
 }
 
 fn terminated(id: &str, started_at: &str, exit: &ExitRecord) -> ContainerStateTerminated {

@@ -287,6 +287,33 @@ async fn run_probe(kl: &Kubelet, pod: &Pod, c: &Container, id: &str, p: &Probe) 
     Outcome::Failure("the probe has no handler".into())
 }
 
+/// Run a lifecycle hook (postStart, preStop): exec, httpGet, tcpSocket or
+/// sleep, within `timeout`. Ok, or upstream-like failure text.
+pub async fn run_hook(
+    kl: &Kubelet,
+    pod: &Pod,
+    c: &Container,
+    id: &str,
+    h: &k8s_openapi::api::core::v1::LifecycleHandler,
+    timeout: Duration,
+) -> Result<(), String> {
+    if let Some(s) = &h.sleep {
+        tokio::time::sleep(Duration::from_secs(s.seconds.max(0) as u64).min(timeout)).await;
+        return Ok(());
+    }
+    let probe = Probe {
+        exec: h.exec.clone(),
+        http_get: h.http_get.clone(),
+        tcp_socket: h.tcp_socket.clone(),
+        timeout_seconds: Some(timeout.as_secs().clamp(1, i32::MAX as u64) as i32),
+        ..Default::default()
+    };
+    match run_probe(kl, pod, c, id, &probe).await {
+        Outcome::Success => Ok(()),
+        Outcome::Failure(why) => Err(why),
+    }
+}
+
 /// gRPC health checking (grpc.health.v1.Health/Check) over cleartext
 /// HTTP/2, as upstream's grpc probe: SERVING passes, anything else fails.
 pub async fn grpc_check(host: &str, port: u16, service: &str) -> Outcome {

@@ -630,6 +630,62 @@ async fn kubelet_runs_pods() {
     let alone = ts.kubectl_ok(&["exec", "env", "--", "ps", "-o", "pid,args"]);
     assert!(!alone.contains("--pause"), "{alone}");
 
+    // lifecycle hooks: postStart after the start, preStop before the stop
+    let hooks_dir = node.dir.path().join("hooks");
+    std::fs::create_dir_all(&hooks_dir).expect("hooks dir");
+    let hooks: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "hooks"},
+        "spec": {"nodeName": "node-1", "terminationGracePeriodSeconds": 5,
+            "volumes": [{"name": "out", "hostPath": {"path": hooks_dir}}],
+            "containers": [{"name": "c", "image": image, "command": ["sleep", "3600"],
+                "volumeMounts": [{"name": "out", "mountPath": "/hooks"}],
+                "lifecycle": {
+                    "postStart": {"exec": {"command": ["sh", "-c", "echo post > /hooks/post"]}},
+                    "preStop": {"exec": {"command": ["sh", "-c", "echo pre > /hooks/pre"]}}
+                }}]}
+    }))
+    .expect("pod");
+    pods.create(&PostParams::default(), &hooks)
+        .await
+        .expect("create");
+    pod_where(&pods, "hooks", "hooks running", 60, |p| {
+        phase(p) == "Running"
+    })
+    .await;
+    assert_eq!(
+        std::fs::read_to_string(hooks_dir.join("post")).unwrap_or_default(),
+        "post\n",
+        "postStart ran"
+    );
+    assert!(!hooks_dir.join("pre").exists());
+    let failing_hook: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "badhook"},
+        "spec": {"nodeName": "node-1", "terminationGracePeriodSeconds": 1, "restartPolicy": "Never",
+            "containers": [{"name": "c", "image": image, "command": ["sleep", "3600"],
+                "lifecycle": {"postStart": {"exec": {"command": ["sh", "-c", "exit 9"]}}}}]}
+    }))
+    .expect("pod");
+    pods.create(&PostParams::default(), &failing_hook)
+        .await
+        .expect("create");
+    pod_where(
+        &pods,
+        "badhook",
+        "a failed postStart kills the container",
+        60,
+        |p| phase(p) == "Failed",
+    )
+    .await;
+    let ev = ts.kubectl_ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=badhook",
+    ]);
+    assert!(ev.contains("FailedPostStartHook"), "{ev}");
+
     // kubectl logs -f follows a container until it ends
     let ticker: Pod = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Pod",
@@ -681,7 +737,9 @@ async fn kubelet_runs_pods() {
     );
 
     // delete everything: nothing of the pods is left
-    for name in ["env", "fails", "live", "ticker", "shared"] {
+    for name in [
+        "env", "fails", "live", "ticker", "shared", "hooks", "badhook",
+    ] {
         pods.delete(name, &DeleteParams::default())
             .await
             .expect("delete");
@@ -691,6 +749,11 @@ async fn kubelet_runs_pods() {
         l.items.is_empty().then_some(())
     })
     .await;
+    assert_eq!(
+        std::fs::read_to_string(hooks_dir.join("pre")).unwrap_or_default(),
+        "pre\n",
+        "preStop ran before the stop"
+    );
     let left: Vec<_> = std::fs::read_dir(node.root().join("containers"))
         .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();
