@@ -10,7 +10,8 @@
 #
 # Environment: API_PORT (6443), ETCD_PORT (12379), SCHEDULER_PORT (10259), ADVERTISE_ADDRESS (127.0.0.1),
 # SERVICE_CLUSTER_IP_RANGE (10.0.0.0/24), CARGO_TARGET_DIR, OUT_DIR (_output/local),
-# IRONKUBE_BIN (use the binaries there instead of building), CONTROLLER_MANAGER_FLAGS (added flags).
+# IRONKUBE_BIN (use the binaries there instead of building), CONTROLLER_MANAGER_FLAGS (added flags),
+# AUTHORIZATION_MODE (Node,RBAC).
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 source "$(dirname "$0")/lib/pki.sh"
@@ -22,7 +23,7 @@ while (($#)); do
   case $1 in
     --nodes) NODES=${2:?--nodes needs a number}; shift 2 ;;
     --nodes=*) NODES=${1#--nodes=}; shift ;;
-    -h | --help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
 done
@@ -110,7 +111,8 @@ ironkube::launch "$OUT_DIR/kube-apiserver.pid" "$LOGS/kube-apiserver.log" "$BIN/
   --kubelet-certificate-authority="$PKI/ca.crt" \
   --kubelet-preferred-address-types=InternalIP,Hostname \
   --service-account-issuer=https://kubernetes.default.svc.cluster.local \
-  --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key"
+  --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key" \
+  --authorization-mode="${AUTHORIZATION_MODE:-Node,RBAC}"
 ironkube::wait_url "https://127.0.0.1:$API_PORT/readyz" 60 --cacert "$PKI/ca.crt" ||
   die "kube-apiserver did not become ready (see $LOGS/kube-apiserver.log)"
 
@@ -124,6 +126,12 @@ kc config set-context local --cluster=local --user=admin --namespace=default
 kc config use-context local
 chmod 600 "$KUBECONFIG_OUT"
 
+# The controller-manager runs every controller as system:kube-controller-manager
+# (no --use-service-account-credentials yet): it gets cluster-admin rather
+# than the per-controller roles upstream gives each controller's account.
+"$KUBECTL" --kubeconfig="$KUBECONFIG_OUT" create clusterrolebinding ironkube:kube-controller-manager \
+  --clusterrole=cluster-admin --user=system:kube-controller-manager --dry-run=client -o yaml |
+  "$KUBECTL" --kubeconfig="$KUBECONFIG_OUT" apply -f - >/dev/null
 # every component with its own identity (system:kube-controller-manager,
 # system:kube-scheduler, system:kube-proxy, system:node:NAME)
 for c in controller-manager scheduler; do

@@ -26,6 +26,7 @@ pub enum Mode {
 pub struct Authorizer {
     modes: Vec<Mode>,
     rbac: rbac::SnapshotCache,
+    graphs: crate::nodeauthz::GraphCache,
 }
 
 impl std::fmt::Debug for Authorizer {
@@ -41,7 +42,13 @@ impl Authorizer {
         Authorizer {
             modes,
             rbac: rbac::SnapshotCache::new(),
+            graphs: crate::nodeauthz::GraphCache::new(),
         }
+    }
+
+    /// Whether the Node authorizer (and so NodeRestriction admission) is on.
+    pub fn node_on(&self) -> bool {
+        self.modes.contains(&Mode::Node)
     }
 
     /// Whether RBAC decides (and so guards writes of roles and bindings).
@@ -55,6 +62,17 @@ impl Authorizer {
 
     /// (allowed, reason).
     pub fn authorize(&self, api: &Api, a: &Attributes) -> (bool, String) {
+        self.authorize_selected(api, a, None)
+    }
+
+    /// As [`Authorizer::authorize`], with the request's raw fieldSelector
+    /// (the Node authorizer lets a node list only its own pods).
+    pub fn authorize_selected(
+        &self,
+        api: &Api,
+        a: &Attributes,
+        field_selector: Option<&str>,
+    ) -> (bool, String) {
         if rbac::is_privileged(a.user) {
             return (true, String::new());
         }
@@ -64,7 +82,9 @@ impl Authorizer {
                 Mode::AlwaysAllow => return (true, String::new()),
                 Mode::AlwaysDeny => return (false, "Everything is forbidden.".into()),
                 Mode::Node => {
-                    let (d, why) = node_authorize(api, a);
+                    let g = self.graphs.get(&api.cache, &api.prefix);
+                    let (d, why) =
+                        crate::nodeauthz::authorize_with_field_selector(&g, a, field_selector);
                     match d {
                         Decision::Allow => return (true, why),
                         Decision::NoOpinion if !why.is_empty() => reasons.push(why),
@@ -86,8 +106,13 @@ impl Authorizer {
     }
 
     /// Authorize a request; a 403 in upstream's words when nobody allows it.
-    pub fn check(&self, api: &Api, a: &Attributes) -> Result<(), ApiError> {
-        let (ok, why) = self.authorize(api, a);
+    pub fn check(
+        &self,
+        api: &Api,
+        a: &Attributes,
+        field_selector: Option<&str>,
+    ) -> Result<(), ApiError> {
+        let (ok, why) = self.authorize_selected(api, a, field_selector);
         if ok {
             Ok(())
         } else {
@@ -193,7 +218,38 @@ pub fn review(
     Ok(out)
 }
 
-/// The Node authorizer (for `system:node:*` users in `system:nodes`).
-fn node_authorize(_api: &Api, _a: &Attributes) -> (Decision, String) {
-    (Decision::NoOpinion, String::new())
+/// NodeRestriction admission for a write by a node (with the Node mode on).
+#[allow(clippy::too_many_arguments)]
+pub fn admit_node(
+    api: &Api,
+    user: &User,
+    operation: crate::nodeauthz::Operation,
+    res: &crate::registry::Resource,
+    subresource: &str,
+    namespace: &str,
+    name: &str,
+    object: Option<&Value>,
+    old: Option<&Value>,
+) -> Result<(), ApiError> {
+    if !api.authz.node_on() {
+        return Ok(());
+    }
+    let req = crate::nodeauthz::AdmissionRequest {
+        user,
+        operation,
+        group: res.group,
+        resource: res.plural,
+        subresource,
+        namespace,
+        name,
+        object,
+        old_object: old,
+    };
+    crate::nodeauthz::admit(
+        &req,
+        &crate::nodeauthz::CacheLookup {
+            cache: &api.cache,
+            etcd_prefix: &api.prefix,
+        },
+    )
 }

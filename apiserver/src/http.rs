@@ -269,7 +269,7 @@ async fn route(
     let attrs =
         crate::rbac::Attributes::from_request(&user, method.as_str(), &path, req.uri().query())
             .map_err(ApiError::internal)?;
-    api.authz.check(api, &attrs)?;
+    api.authz.check(api, &attrs, query.get("fieldSelector"))?;
     let accept = req
         .headers()
         .get(header::ACCEPT)

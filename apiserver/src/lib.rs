@@ -17,6 +17,7 @@ pub mod error;
 pub mod events;
 pub mod http;
 pub mod metrics;
+pub mod nodeauthz;
 pub mod openapi;
 pub mod protobuf;
 pub mod proxy;

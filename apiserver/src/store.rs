@@ -358,6 +358,17 @@ pub async fn create(ctx: &Ctx<'_>, mut obj: Value) -> ApiResult<Value> {
     }
     defaults::apply(ctx.res.kind, &mut obj);
     rbac_guard(ctx, &obj, None)?;
+    crate::authz::admit_node(
+        ctx.api,
+        ctx.user,
+        crate::nodeauthz::Operation::Create,
+        ctx.res,
+        "",
+        ctx.ns.as_deref().unwrap_or_default(),
+        &name_of(&obj),
+        Some(&obj),
+        None,
+    )?;
     ctx.validate_create(&obj)?;
     ctx.check_namespace_live().await?;
     let name = name_of(&obj);
@@ -439,6 +450,17 @@ async fn write_update(
     defaults::apply(ctx.res.kind, &mut new);
     strategy::prepare_update(ctx.res, sub, &mut new, old);
     rbac_guard(ctx, &new, Some(old))?;
+    crate::authz::admit_node(
+        ctx.api,
+        ctx.user,
+        crate::nodeauthz::Operation::Update,
+        ctx.res,
+        sub.unwrap_or_default(),
+        ctx.ns.as_deref().unwrap_or_default(),
+        name,
+        Some(&new),
+        Some(old),
+    )?;
     let errs = validation::validate_update(ctx.res.kind, &new, old, ctx.res.namespaced);
     if !errs.is_empty() {
         return Err(ApiError::invalid(ctx.res, name, causes(errs)));
@@ -790,6 +812,17 @@ impl DeleteOpts {
 /// DELETE of one object: graceful for pods, finalizers and propagation recorded for the
 /// garbage collector, otherwise removed. Returns the object's last state.
 pub async fn delete(ctx: &Ctx<'_>, name: &str, opts: &DeleteOpts) -> ApiResult<Value> {
+    crate::authz::admit_node(
+        ctx.api,
+        ctx.user,
+        crate::nodeauthz::Operation::Delete,
+        ctx.res,
+        "",
+        ctx.ns.as_deref().unwrap_or_default(),
+        name,
+        None,
+        None,
+    )?;
     let dry_run = ctx.dry_run || opts.dry_run;
     if let Some(p) = opts.propagation.as_deref() {
         if !matches!(p, "Orphan" | "Background" | "Foreground") {

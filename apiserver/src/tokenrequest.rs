@@ -36,6 +36,17 @@ pub async fn create(ctx: &Ctx<'_>, name: &str, body: &Value) -> ApiResult<Value>
         ));
     };
     let ns = ctx.ns.clone().unwrap_or_default();
+    crate::authz::admit_node(
+        ctx.api,
+        ctx.user,
+        crate::nodeauthz::Operation::Create,
+        ctx.res,
+        "token",
+        &ns,
+        name,
+        Some(body),
+        None,
+    )?;
     let sa = store::get(ctx, name).await?;
     let sa_uid = sa
         .pointer("/metadata/uid")

@@ -330,6 +330,31 @@ async fn streams(c: &Cluster) {
         "it\n",
     );
     assert_eq!(out, "got it\n");
+    // kubectl cp both ways (tar through exec)
+    let tmp = c.out.join("cp");
+    let _ = std::fs::create_dir_all(&tmp);
+    let up = tmp.join("up.txt");
+    std::fs::write(&up, "uploaded\n").expect("write");
+    c.kubectl_ok(&["cp", &up.to_string_lossy(), "cfg:/tmp/up.txt"]);
+    assert_eq!(
+        c.kubectl_ok(&["exec", "cfg", "--", "cat", "/tmp/up.txt"]),
+        "uploaded\n"
+    );
+    c.kubectl_ok(&[
+        "exec",
+        "cfg",
+        "--",
+        "sh",
+        "-c",
+        "echo downloaded > /tmp/down.txt",
+    ]);
+    let down = tmp.join("down.txt");
+    c.kubectl_ok(&["cp", "cfg:/tmp/down.txt", &down.to_string_lossy()]);
+    assert_eq!(
+        std::fs::read_to_string(&down).unwrap_or_default(),
+        "downloaded\n"
+    );
+    let _ = std::fs::remove_dir_all(&tmp);
     let code = c.kubectl(&["exec", "cfg", "--", "sh", "-c", "exit 4"]);
     assert_eq!(code.status.code(), Some(4));
     let port = {
@@ -573,6 +598,13 @@ async fn self_healing(c: &Cluster, client: &kube::Client) {
         "the same containers after a kubelet restart"
     );
     assert!(ps.iter().filter(|p| node_of(p) == "node-1").all(ready));
+    // cut off from the control plane for a while, the node keeps its pods running
+    c.fault(&["partition", "1"]);
+    tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+    c.fault(&["heal", "1"]);
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let ps = pods_of(&pods, "app in (web, agent)").await;
+    assert_eq!(ids(&ps), before, "the same containers after a partition");
     let victim = pods_of(&pods, "app=web")
         .await
         .into_iter()
