@@ -132,6 +132,11 @@ chmod 600 "$KUBECONFIG_OUT"
 "$KUBECTL" --kubeconfig="$KUBECONFIG_OUT" create clusterrolebinding ironkube:kube-controller-manager \
   --clusterrole=cluster-admin --user=system:kube-controller-manager --dry-run=client -o yaml |
   "$KUBECTL" --kubeconfig="$KUBECONFIG_OUT" apply -f - >/dev/null
+# kubelets ask the apiserver who may use their API: the apiserver's own
+# client certificate may (logs, exec, port-forward), as kubeadm binds it
+"$KUBECTL" --kubeconfig="$KUBECONFIG_OUT" create clusterrolebinding ironkube:apiserver-kubelet-client \
+  --clusterrole=system:kubelet-api-admin --user=kube-apiserver-kubelet-client --dry-run=client -o yaml |
+  "$KUBECTL" --kubeconfig="$KUBECONFIG_OUT" apply -f - >/dev/null
 # every component with its own identity (system:kube-controller-manager,
 # system:kube-scheduler, system:kube-proxy, system:node:NAME)
 for c in controller-manager scheduler; do

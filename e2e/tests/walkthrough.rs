@@ -355,6 +355,32 @@ async fn streams(c: &Cluster) {
         "downloaded\n"
     );
     let _ = std::fs::remove_dir_all(&tmp);
+    // a kubelet's API asks the apiserver: another node may not use it
+    let pki = c.out.join("pki");
+    let denied = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "5",
+            "--cacert",
+        ])
+        .arg(pki.join("ca.crt"))
+        .arg("--cert")
+        .arg(pki.join("node-2.crt"))
+        .arg("--key")
+        .arg(pki.join("node-2.key"))
+        .arg(format!("https://{}:10250/pods", c.node_ip(1)))
+        .output()
+        .expect("curl");
+    assert_eq!(
+        String::from_utf8_lossy(&denied.stdout),
+        "403",
+        "node-2 on node-1's kubelet"
+    );
     let code = c.kubectl(&["exec", "cfg", "--", "sh", "-c", "exit 4"]);
     assert_eq!(code.status.code(), Some(4));
     let port = {

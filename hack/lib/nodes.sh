@@ -116,7 +116,7 @@ CFG
     nsenter --net="/var/run/netns/$ns" "$BIN/kubelet" \
     --kubeconfig="$dir/kubelet.kubeconfig" --config="$dir/kubelet.yaml" \
     --tls-cert-file="$PKI/node-$i-serving.crt" --tls-private-key-file="$PKI/node-$i-serving.key" \
-    --client-ca-file="$PKI/ca.crt" --anonymous-auth=false \
+    --client-ca-file="$PKI/ca.crt" --anonymous-auth=false --authorization-mode=Webhook \
     --hostname-override="node-$i" --node-ip="$ip" --pod-cidr="$(ironkube::node_cidr "$i")" \
     --root-dir="$dir/root" --cgroup-root="/ironkube/node-$i" \
     --insecure-registries="$REGISTRY_ADDR"

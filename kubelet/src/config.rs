@@ -84,6 +84,9 @@ pub struct Flags {
     /// Client certificates signed by this CA authenticate requests to the HTTPS server.
     #[arg(long)]
     pub client_ca_file: Option<PathBuf>,
+    /// AlwaysAllow, or Webhook: ask the apiserver (SubjectAccessReview) who may use the HTTPS API.
+    #[arg(long)]
+    pub authorization_mode: Option<String>,
     /// Serve requests without a client certificate as system:anonymous (default true, as upstream's flag).
     #[arg(long)]
     pub anonymous_auth: Option<bool>,
@@ -299,7 +302,26 @@ pub fn settings(f: &Flags, file: Option<&str>) -> Result<Settings, String> {
                 .and_then(|v| v.as_bool())
         })
         .unwrap_or(true);
+    let authz = f
+        .authorization_mode
+        .clone()
+        .or_else(|| {
+            file.pointer("/authorization/mode")
+                .and_then(|v| v.as_str())
+                .map(String::from)
+        })
+        .unwrap_or_else(|| "AlwaysAllow".into());
+    let webhook = match authz.as_str() {
+        "AlwaysAllow" => false,
+        "Webhook" => true,
+        other => {
+            return Err(format!(
+                "--authorization-mode: {other:?} is not one of AlwaysAllow, Webhook"
+            ))
+        }
+    };
     let tls = crate::server::TlsSettings {
+        webhook,
         cert_file: f
             .tls_cert_file
             .clone()

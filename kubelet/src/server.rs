@@ -5,9 +5,11 @@
 //!
 //! Authentication as upstream: x509 client certificates against
 //! `--client-ca-file`; without a client certificate a request is anonymous,
-//! refused unless `--anonymous-auth` allows it. Every authenticated user may
-//! use every endpoint (upstream's `--authorization-mode=AlwaysAllow`; the
-//! Webhook mode needs SubjectAccessReview in the apiserver).
+//! refused unless `--anonymous-auth` allows it. Authorization as upstream's
+//! `--authorization-mode`: AlwaysAllow, or Webhook, which asks the apiserver
+//! (a SubjectAccessReview on `nodes/proxy`, `nodes/log`, `nodes/stats`, ...
+//! of this node) and remembers answers for 5 minutes (allowed) or 30 seconds
+//! (denied).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -45,6 +47,8 @@ pub struct TlsSettings {
     pub client_ca_file: Option<PathBuf>,
     /// `--anonymous-auth`
     pub anonymous: bool,
+    /// `--authorization-mode=Webhook`: ask the apiserver
+    pub webhook: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -197,21 +201,31 @@ async fn serve_conn(
         }
         Err(_) => return,
     };
-    let user = tls
+    let subject = tls
         .get_ref()
         .1
         .peer_certificates()
         .and_then(|c| c.first())
-        .and_then(|c| common_name(c.as_ref()));
+        .and_then(|c| subject_of(c.as_ref()));
     let svc = service_fn(move |req: Request<Incoming>| {
         let kl = kl.clone();
-        let user = user.clone();
+        let subject = subject.clone();
         async move {
-            let resp = if user.is_none() && !anonymous {
-                status(401, "Unauthorized", "Unauthorized")
-            } else {
-                tracing::debug!(user = user.as_deref().unwrap_or("system:anonymous"), path = %req.uri().path(), "request");
-                route(&kl, req).await
+            let resp = match subject {
+                None if !anonymous => status(401, "Unauthorized", "Unauthorized"),
+                _ => {
+                    let (user, groups) = subject.unwrap_or_else(|| {
+                        (
+                            "system:anonymous".into(),
+                            vec!["system:unauthenticated".into()],
+                        )
+                    });
+                    tracing::debug!(%user, path = %req.uri().path(), "request");
+                    match authorize(&kl, &user, &groups, &req).await {
+                        Ok(()) => route(&kl, req).await,
+                        Err(r) => r,
+                    }
+                }
             };
             Ok::<_, Infallible>(resp)
         }
@@ -223,11 +237,123 @@ async fn serve_conn(
     }
 }
 
-/// The CN of a client certificate: the user, as upstream's x509 authenticator.
-fn common_name(der: &[u8]) -> Option<String> {
+/// The user (CN) and groups (O) of a client certificate, as upstream's x509
+/// authenticator.
+fn subject_of(der: &[u8]) -> Option<(String, Vec<String>)> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     let cn = cert.subject().iter_common_name().next()?;
-    cn.as_str().ok().map(String::from)
+    let name = cn.as_str().ok().map(String::from)?;
+    let mut groups: Vec<String> = cert
+        .subject()
+        .iter_organization()
+        .filter_map(|o| o.as_str().ok().map(String::from))
+        .collect();
+    groups.push("system:authenticated".into());
+    Some((name, groups))
+}
+
+#[cfg(test)]
+fn common_name(der: &[u8]) -> Option<String> {
+    subject_of(der).map(|(n, _)| n)
+}
+
+/// The (verb, subresource of nodes) a request needs, as upstream's kubelet.
+pub fn node_attributes(method: &Method, path: &str) -> (&'static str, &'static str) {
+    let verb = match *method {
+        Method::POST => "create",
+        Method::PUT => "update",
+        Method::PATCH => "patch",
+        Method::DELETE => "delete",
+        _ => "get",
+    };
+    let first = path
+        .trim_start_matches('/')
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    let sub = match first {
+        "stats" => "stats",
+        "metrics" => "metrics",
+        "logs" => "log",
+        "spec" => "spec",
+        "checkpoint" => "checkpoint",
+        "configz" => "configz",
+        "healthz" => "healthz",
+        _ => "proxy",
+    };
+    (verb, sub)
+}
+
+type Decisions = std::sync::Mutex<std::collections::HashMap<String, (bool, std::time::Instant)>>;
+
+fn decisions() -> &'static Decisions {
+    static D: std::sync::OnceLock<Decisions> = std::sync::OnceLock::new();
+    D.get_or_init(Default::default)
+}
+
+/// Webhook authorization through the apiserver (a no-op in AlwaysAllow mode).
+#[allow(clippy::result_large_err)]
+async fn authorize(
+    kl: &Kubelet,
+    user: &str,
+    groups: &[String],
+    req: &Request<Incoming>,
+) -> Result<(), Response<Body>> {
+    if !kl.settings.tls.webhook {
+        return Ok(());
+    }
+    let (verb, sub) = node_attributes(req.method(), req.uri().path());
+    let node = kl.settings.node_name.clone();
+    let key = format!("{user}|{}|{verb}|{sub}", groups.join(","));
+    let cached = decisions()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&key)
+        .copied();
+    let allowed = match cached {
+        Some((ok, at)) if at.elapsed() < Duration::from_secs(if ok { 300 } else { 30 }) => ok,
+        _ => {
+            let review = json!({
+                "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+                "spec": {"user": user, "groups": groups,
+                    "resourceAttributes": {"verb": verb, "resource": "nodes", "subresource": sub, "name": node}}
+            });
+            let r = http::Request::post("/apis/authorization.k8s.io/v1/subjectaccessreviews")
+                .header("content-type", "application/json")
+                .body(review.to_string().into_bytes());
+            let answer: Result<serde_json::Value, String> = match r {
+                Ok(r) => kl.client.request(r).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match answer {
+                Ok(v) => {
+                    let ok = v.pointer("/status/allowed").and_then(|a| a.as_bool()) == Some(true);
+                    decisions()
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(key, (ok, std::time::Instant::now()));
+                    ok
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "asking the apiserver to authorize a request");
+                    return Err(status(
+                        500,
+                        "InternalError",
+                        &format!("Authorization error (user={user}, verb={verb}, resource=nodes, subresource={sub})"),
+                    ));
+                }
+            }
+        }
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(status(
+            403,
+            "Forbidden",
+            &format!("Forbidden (user={user}, verb={verb}, resource=nodes, subresource={sub})"),
+        ))
+    }
 }
 
 pub fn full(b: impl Into<Bytes>) -> Body {
@@ -541,6 +667,30 @@ mod tests {
         form_urlencoded::parse(s.as_bytes())
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
             .collect()
+    }
+
+    #[test]
+    fn requests_map_to_node_subresources() {
+        assert_eq!(
+            node_attributes(&Method::GET, "/containerLogs/ns/p/c"),
+            ("get", "proxy")
+        );
+        assert_eq!(
+            node_attributes(&Method::POST, "/exec/ns/p/c"),
+            ("create", "proxy")
+        );
+        assert_eq!(
+            node_attributes(&Method::GET, "/stats/summary"),
+            ("get", "stats")
+        );
+        assert_eq!(
+            node_attributes(&Method::GET, "/metrics"),
+            ("get", "metrics")
+        );
+        assert_eq!(
+            node_attributes(&Method::GET, "/logs/syslog"),
+            ("get", "log")
+        );
     }
 
     #[test]
