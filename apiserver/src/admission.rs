@@ -83,7 +83,7 @@ fn service_account(ctx: &Ctx<'_>, pod: &mut Value) {
     if mounted {
         return;
     }
-    let volume = format!("kube-api-access-{}", suffix());
+    let volume = format!("kube-api-access-{}", crate::store::random_suffix());
     let volumes = spec.entry("volumes").or_insert_with(|| json!([]));
     if let Some(v) = volumes.as_array_mut() {
         v.push(json!({
@@ -113,15 +113,6 @@ fn service_account(ctx: &Ctx<'_>, pod: &mut Value) {
             }
         }
     }
-}
-
-fn suffix() -> String {
-    use rand::Rng;
-    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    let mut rng = rand::rng();
-    (0..5)
-        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
-        .collect()
 }
 
 /// Tolerate node.kubernetes.io/not-ready and unreachable (NoExecute) for

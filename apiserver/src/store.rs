@@ -418,7 +418,8 @@ fn rbac_guard(ctx: &Ctx<'_>, obj: &Value, old: Option<&Value>) -> ApiResult<()> 
     }
 }
 
-fn random_suffix() -> String {
+/// Five characters of upstream's generateName alphabet.
+pub(crate) fn random_suffix() -> String {
     use rand::Rng;
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut rng = rand::rng();

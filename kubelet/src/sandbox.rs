@@ -156,16 +156,8 @@ pub async fn create(
 /// its pid as the machine sees it. A holder left from before is reused.
 async fn pid_namespace(pod_dir: &Path, exe: &Path) -> Result<i32, SandboxError> {
     let record = pod_dir.join("ns").join("pid-holder");
-    if let Ok(text) = tokio::fs::read_to_string(&record).await {
-        if let Ok(pid) = text.trim().parse::<i32>() {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            if cmdline
-                .windows(PAUSE_FLAG.len())
-                .any(|w| w == PAUSE_FLAG.as_bytes())
-            {
-                return Ok(pid);
-            }
-        }
+    if let Some(pid) = live_holder(&record) {
+        return Ok(pid);
     }
     let child = Command::new("setsid")
         .arg("unshare")
@@ -208,6 +200,17 @@ async fn pid_namespace(pod_dir: &Path, exe: &Path) -> Result<i32, SandboxError> 
     })
 }
 
+/// The PID namespace init recorded in `record`, if it still runs (the pid
+/// is a `kubelet --pause`, not a process that took the number since).
+fn live_holder(record: &Path) -> Option<i32> {
+    let pid: i32 = std::fs::read_to_string(record).ok()?.trim().parse().ok()?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    cmdline
+        .windows(PAUSE_FLAG.len())
+        .any(|w| w == PAUSE_FLAG.as_bytes())
+        .then_some(pid)
+}
+
 /// The argument that makes the kubelet binary a PID namespace's init.
 pub const PAUSE_FLAG: &str = "--pause";
 
@@ -243,21 +246,13 @@ pub async fn remove(pod_dir: &Path, uid: &str, cni: Option<&Cni>) -> Result<(), 
     }
     // the PID namespace's init, and with it the namespace
     let record = pod_dir.join("ns").join("pid-holder");
-    if let Ok(text) = tokio::fs::read_to_string(&record).await {
-        if let Ok(pid) = text.trim().parse::<i32>() {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            if cmdline
-                .windows(PAUSE_FLAG.len())
-                .any(|w| w == PAUSE_FLAG.as_bytes())
-            {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-        }
-        let _ = tokio::fs::remove_file(&record).await;
+    if let Some(pid) = live_holder(&record) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
+    let _ = tokio::fs::remove_file(&record).await;
     for f in ["ipc", "uts"] {
         let p = pod_dir.join("ns").join(f);
         if crate::runtime::is_mounted(&p) {
