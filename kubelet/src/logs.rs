@@ -447,6 +447,31 @@ fn latest_log_in(dir: &Path) -> io::Result<Option<PathBuf>> {
 
 #[cfg(test)]
 mod tests {
+
+    #[tokio::test]
+    async fn tail_reads_what_was_appended_across_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("0.log");
+        fs::write(&p, "2026-01-01T00:00:00Z stdout F old\n").unwrap();
+        let mut t = Tail::new(&p, fs::metadata(&p).unwrap().len());
+        assert!(t.next().await.unwrap().is_empty());
+        let mut f = fs::OpenOptions::new().append(true).open(&p).unwrap();
+        use std::io::Write;
+        f.write_all(b"2026-01-01T00:00:01Z stdout F one\n2026-01-01T00:00:02Z stderr P par")
+            .unwrap();
+        let got = t.next().await.unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].content, b"one\n");
+        f.write_all(b"tial\n").unwrap();
+        let got = t.next().await.unwrap();
+        assert_eq!(got[0].content, b"partial");
+        assert!(got[0].partial);
+        // rotated: a new, shorter file
+        fs::write(&p, "2026-01-01T00:00:03Z stdout F new\n").unwrap();
+        let got = t.next().await.unwrap();
+        assert_eq!(got[0].content, b"new\n");
+    }
+
     use super::*;
     use chrono::TimeZone;
 
@@ -687,5 +712,59 @@ mod tests {
         assert_eq!(r.content, b"full\n");
         assert!(parse_cri_line(b"2016-10-06T00:17:09Z stdin F x\n").is_none());
         assert!(parse_cri_line(b"yesterday stdout F x\n").is_none());
+    }
+}
+
+/// Follows a CRI log file from an offset: the complete records appended
+/// since the last look, reading only the new bytes, starting over when the
+/// file does (rotation).
+#[derive(Debug)]
+pub struct Tail {
+    path: PathBuf,
+    offset: u64,
+    rest: Vec<u8>,
+}
+
+impl Tail {
+    pub fn new(path: impl Into<PathBuf>, offset: u64) -> Tail {
+        Tail {
+            path: path.into(),
+            offset,
+            rest: Vec::new(),
+        }
+    }
+
+    /// The records written since the last call (empty: nothing new yet).
+    pub async fn next(&mut self) -> io::Result<Vec<LogRecord>> {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        let mut f = match tokio::fs::File::open(&self.path).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let len = f.metadata().await?.len();
+        if len < self.offset {
+            self.offset = 0;
+            self.rest.clear();
+        }
+        if len == self.offset {
+            return Ok(Vec::new());
+        }
+        f.seek(io::SeekFrom::Start(self.offset)).await?;
+        let mut buf = Vec::new();
+        f.take(len - self.offset).read_to_end(&mut buf).await?;
+        self.offset += buf.len() as u64;
+        self.rest.extend_from_slice(&buf);
+        let complete = self
+            .rest
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |i| i + 1);
+        let records = self.rest[..complete]
+            .split_inclusive(|b| *b == b'\n')
+            .filter_map(parse_cri_line)
+            .collect();
+        self.rest.drain(..complete);
+        Ok(records)
     }
 }

@@ -597,35 +597,23 @@ async fn follow(
     kl: &Kubelet,
     id: &str,
     path: &Path,
-    mut offset: u64,
+    offset: u64,
     mut sent: u64,
     limit: Option<u64>,
     timestamps: bool,
     tx: mpsc::Sender<Result<Frame<Bytes>, std::io::Error>>,
 ) {
-    let mut rest: Vec<u8> = Vec::new();
+    let mut tail = logs::Tail::new(path, offset);
     let mut new_line = [true, true];
     loop {
         let running = matches!(
             kl.runtime.state(id),
             crate::runtime::ContainerState::Running { .. }
         );
-        let data = tokio::fs::read(path).await.unwrap_or_default();
-        let len = data.len() as u64;
-        if len < offset {
-            // rotated: the file starts again
-            offset = 0;
-            rest.clear();
-        }
-        if len > offset {
-            rest.extend_from_slice(&data[offset as usize..]);
-            offset = len;
+        let records = tail.next().await.unwrap_or_default();
+        if !records.is_empty() {
             let mut out = Vec::new();
-            let complete = rest.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-            for line in rest[..complete].split_inclusive(|b| *b == b'\n') {
-                let Some(rec) = logs::parse_cri_line(line) else {
-                    continue;
-                };
+            for rec in records {
                 let i = usize::from(rec.stream == logs::Stream::Stderr);
                 if timestamps && new_line[i] {
                     out.extend_from_slice(logs::format_rfc3339_nano(&rec.timestamp).as_bytes());
@@ -634,7 +622,6 @@ async fn follow(
                 out.extend_from_slice(&rec.content);
                 new_line[i] = !rec.partial;
             }
-            rest.drain(..complete);
             if let Some(l) = limit {
                 let room = l.saturating_sub(sent) as usize;
                 out.truncate(room);

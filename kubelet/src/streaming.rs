@@ -341,21 +341,17 @@ impl Session {
     /// Its stdin is not connected: the shim gives containers /dev/null.
     async fn attach(self, ws: Ws, kl: &Kubelet, h: ContainerHandle, p: ExecParams) {
         let (mut sink, mut stream) = ws.split();
-        let mut offset = std::fs::metadata(&h.log).map(|m| m.len()).unwrap_or(0);
-        let mut rest = Vec::new();
+        let offset = std::fs::metadata(&h.log).map(|m| m.len()).unwrap_or(0);
+        let mut tail = crate::logs::Tail::new(&h.log, offset);
         loop {
-            let data = tokio::fs::read(&h.log).await.unwrap_or_default();
-            if (data.len() as u64) < offset {
-                offset = 0;
-            }
-            if data.len() as u64 > offset {
-                rest.extend_from_slice(&data[offset as usize..]);
-                offset = data.len() as u64;
-                let complete = rest.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-                for line in rest[..complete].split_inclusive(|b| *b == b'\n') {
-                    let Some(rec) = crate::logs::parse_cri_line(line) else {
-                        continue;
-                    };
+            // whether it ran before the read: its last lines are not lost
+            let running = matches!(
+                kl.runtime.state(&h.id),
+                crate::runtime::ContainerState::Running { .. }
+            );
+            let records = tail.next().await.unwrap_or_default();
+            if !records.is_empty() {
+                for rec in records {
                     let ch = if rec.stream == crate::logs::Stream::Stderr && !p.tty {
                         STDERR
                     } else {
@@ -368,13 +364,8 @@ impl Session {
                         return;
                     }
                 }
-                rest.drain(..complete);
                 continue;
             }
-            let running = matches!(
-                kl.runtime.state(&h.id),
-                crate::runtime::ContainerState::Running { .. }
-            );
             if !running {
                 break;
             }
