@@ -112,7 +112,8 @@ ironkube::launch "$OUT_DIR/kube-apiserver.pid" "$LOGS/kube-apiserver.log" "$BIN/
   --kubelet-preferred-address-types=InternalIP,Hostname \
   --service-account-issuer=https://kubernetes.default.svc.cluster.local \
   --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key" \
-  --authorization-mode="${AUTHORIZATION_MODE:-Node,RBAC}"
+  --authorization-mode="${AUTHORIZATION_MODE:-Node,RBAC}" \
+  --encryption-provider-config="$PKI/encryption.yaml"
 ironkube::wait_url "https://127.0.0.1:$API_PORT/readyz" 60 --cacert "$PKI/ca.crt" ||
   die "kube-apiserver did not become ready (see $LOGS/kube-apiserver.log)"
 

@@ -243,7 +243,14 @@ impl Cache {
         let prev = st.objects.get(&key).cloned();
         let event = match ev.event_type() {
             etcd_client::EventType::Put => {
-                let Some(e) = entry(kv.value(), rev) else {
+                let plain = match self.storage.decrypt(&key, kv.value()) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::error!(%key, error = %e, "a stored value cannot be decrypted");
+                        return;
+                    }
+                };
+                let Some(e) = entry(&plain, rev) else {
                     tracing::warn!(%key, "ignoring a value that is not a JSON object");
                     return;
                 };
@@ -269,7 +276,11 @@ impl Cache {
                         e.labels = p.labels.clone();
                         e
                     }),
-                    (None, Some(pkv)) => entry(pkv.value(), rev),
+                    (None, Some(pkv)) => self
+                        .storage
+                        .decrypt(&key, pkv.value())
+                        .ok()
+                        .and_then(|p| entry(&p, rev)),
                     (None, None) => None,
                 };
                 let Some(last) = last else { return };

@@ -48,6 +48,9 @@ pub struct Flags {
     /// How long events are kept (Go duration).
     #[arg(long, default_value = "1h0m0s")]
     pub event_ttl: String,
+    /// An EncryptionConfiguration: which resources are encrypted in etcd, with which keys.
+    #[arg(long)]
+    pub encryption_provider_config: Option<PathBuf>,
     /// Authorizers, in order: AlwaysAllow, AlwaysDeny, Node, RBAC (comma separated).
     #[arg(long, default_value = "AlwaysAllow")]
     pub authorization_mode: String,
@@ -125,6 +128,7 @@ pub struct Config {
     pub sa_signer: Option<std::sync::Arc<crate::satoken::Signer>>,
     pub sa_verifier: crate::satoken::Verifier,
     pub authorization: Vec<crate::authz::Mode>,
+    pub encryption: crate::encryption::Transformer,
 }
 
 fn read(path: &PathBuf) -> Result<Vec<u8>, ConfigError> {
@@ -234,7 +238,24 @@ impl Flags {
             }
             None => None,
         };
+        let encryption = match &self.encryption_provider_config {
+            Some(p) => {
+                let text = String::from_utf8_lossy(&read(p)?).into_owned();
+                crate::encryption::Transformer::parse(&text, &|name| {
+                    let (plural, group) = name.split_once('.').unwrap_or((name, ""));
+                    crate::registry::RESOURCES
+                        .iter()
+                        .find(|r| r.plural == plural && r.group == group)
+                        .map(|r| {
+                            format!("{}/{}/", self.etcd_prefix.trim_end_matches('/'), r.storage)
+                        })
+                })
+                .map_err(|why| invalid("encryption-provider-config", why))?
+            }
+            None => Default::default(),
+        };
         Ok(Config {
+            encryption,
             authorization,
             kubelets,
             sa_signer,

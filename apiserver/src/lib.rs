@@ -13,6 +13,7 @@ pub mod cache;
 pub mod config;
 pub mod defaults;
 pub mod discovery;
+pub mod encryption;
 pub mod error;
 pub mod events;
 pub mod http;
@@ -262,7 +263,9 @@ impl Server {
     /// Connect to etcd, bind the port, and start the watch cache.
     pub async fn bind(cfg: Config) -> Result<Server, ServeError> {
         let acceptor = TlsAcceptor::from(Arc::new(tls_config(&cfg)?));
-        let storage = Storage::connect(&cfg.etcd_servers, &cfg.etcd_tls).await?;
+        let storage = Storage::connect(&cfg.etcd_servers, &cfg.etcd_tls)
+            .await?
+            .with_transformer(cfg.encryption.clone());
         let addr = SocketAddr::new(cfg.bind_address, cfg.secure_port);
         let listener = TcpListener::bind(addr)
             .await

@@ -64,6 +64,8 @@ pub struct Kv {
 pub struct Storage {
     clients: Arc<Vec<Client>>,
     current: Arc<AtomicUsize>,
+    /// encryption at rest (identity unless --encryption-provider-config)
+    transformer: Arc<crate::encryption::Transformer>,
 }
 
 /// Did the request provably never reach etcd (safe to send again, even a write)?
@@ -110,6 +112,30 @@ impl Storage {
         Ok(Storage {
             clients: Arc::new(clients),
             current: Arc::new(AtomicUsize::new(0)),
+            transformer: Arc::default(),
+        })
+    }
+
+    /// Values of the configured resources are encrypted on their way to etcd.
+    pub fn with_transformer(mut self, t: crate::encryption::Transformer) -> Storage {
+        self.transformer = Arc::new(t);
+        self
+    }
+
+    /// The plain value of a stored one (watch events carry stored values).
+    pub fn decrypt(&self, key: &str, stored: &[u8]) -> StorageResult<Vec<u8>> {
+        self.transformer
+            .decrypt(key, stored)
+            .map_err(StorageError::Etcd)
+    }
+
+    fn to_kv(&self, kv: &etcd_client::KeyValue) -> StorageResult<Kv> {
+        let key = String::from_utf8_lossy(kv.key()).into_owned();
+        let value = self.decrypt(&key, kv.value())?;
+        Ok(Kv {
+            key,
+            value,
+            mod_revision: kv.mod_revision(),
         })
     }
 
@@ -167,7 +193,7 @@ impl Storage {
         let resp = self
             .call(true, |c| async move { kv(&c).get(key, None).await })
             .await?;
-        Ok(resp.kvs().first().map(to_kv))
+        resp.kvs().first().map(|kv| self.to_kv(kv)).transpose()
     }
 
     /// One page of a range read: keys from `start` (inclusive) up to `end` (exclusive) at
@@ -203,7 +229,12 @@ impl Storage {
                 }
             })?;
         let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
-        Ok((resp.kvs().iter().map(to_kv).collect(), resp.more(), rev))
+        let kvs = resp
+            .kvs()
+            .iter()
+            .map(|kv| self.to_kv(kv))
+            .collect::<StorageResult<Vec<_>>>()?;
+        Ok((kvs, resp.more(), rev))
     }
 
     /// Create `key` only if it does not exist. Returns the new mod revision.
@@ -214,6 +245,7 @@ impl Storage {
         lease: Option<i64>,
     ) -> StorageResult<i64> {
         let put = lease.map(|id| PutOptions::new().with_lease(id));
+        let value = self.transformer.encrypt(key, value);
         let txn = Txn::new()
             .when([Compare::create_revision(key, CompareOp::Equal, 0)])
             .and_then([TxnOp::put(key, value, put)]);
@@ -240,6 +272,7 @@ impl Storage {
         lease: Option<i64>,
     ) -> StorageResult<i64> {
         let put = lease.map(|id| PutOptions::new().with_lease(id));
+        let value = self.transformer.encrypt(key, value);
         let txn = Txn::new()
             .when([Compare::mod_revision(key, CompareOp::Equal, expected)])
             .and_then([TxnOp::put(key, value, put)])
@@ -368,14 +401,6 @@ fn conflict_or_missing(key: &str, expected: i64, ops: &[TxnOpResponse]) -> Stora
         StorageError::NotFound {
             key: key.to_string(),
         }
-    }
-}
-
-fn to_kv(kv: &etcd_client::KeyValue) -> Kv {
-    Kv {
-        key: String::from_utf8_lossy(kv.key()).into_owned(),
-        value: kv.value().to_vec(),
-        mod_revision: kv.mod_revision(),
     }
 }
 

@@ -266,6 +266,7 @@ impl TestServer {
             sa_signer: None,
             sa_verifier: Default::default(),
             authorization: vec![crate::authz::Mode::AlwaysAllow],
+            encryption: Default::default(),
             etcd_servers: vec![etcd.endpoint.clone()],
             etcd_tls: Default::default(),
             etcd_prefix: "/registry".into(),

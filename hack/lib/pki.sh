@@ -29,6 +29,22 @@ ironkube::pki() {
     ironkube::_cert controller-manager "/CN=system:kube-controller-manager" "$client"
     ironkube::_cert scheduler "/CN=system:kube-scheduler" "$client"
     ironkube::_cert kube-proxy "/CN=system:kube-proxy" "$client"
+    # the key that encrypts Secrets in etcd (--encryption-provider-config)
+    if [[ ! -f encryption.yaml ]]; then
+      cat >encryption.yaml <<ENC
+apiVersion: apiserver.config.k8s.io/v1
+kind: EncryptionConfiguration
+resources:
+  - resources: [secrets]
+    providers:
+      - aescbc:
+          keys:
+            - name: key1
+              secret: $(head -c 32 /dev/urandom | base64)
+      - identity: {}
+ENC
+      chmod 600 encryption.yaml
+    fi
     # the service-account token signing pair
     if [[ ! -f sa.key ]]; then
       openssl genrsa -out sa.key 2048 2>/dev/null
