@@ -1,6 +1,7 @@
 //! A pod's sandbox without a pause container: a named network namespace
-//! (`ip netns add`), and persistent IPC and UTS namespaces bind-mounted under
-//! the pod's directory (`unshare --ipc=FILE --uts=FILE hostname NAME`), which
+//! (bind-mounted on /var/run/netns/ik-<uid>, as `ip netns add` does), and
+//! persistent IPC and UTS namespaces bind-mounted under the pod's directory,
+//! all made in-process by a short-lived thread (no command per pod), which
 //! every container of the pod joins by path. The network is set up by the CNI
 //! plugins (see `cni`). Host-network pods have no network namespace. A pod
 //! with `shareProcessNamespace` gets a PID namespace whose init is the
@@ -112,17 +113,17 @@ pub async fn create(
                     source,
                 })?;
         }
-        let mut cmd = Command::new("unshare");
-        cmd.arg(format!("--ipc={}", ipc.display()))
-            .arg(format!("--uts={}", uts.display()))
-            .args(["hostname", s.hostname]);
-        if let Err(e) = run("making the pod's ipc and uts namespaces", &mut cmd).await {
-            // unshare keeps the namespaces even when `hostname` fails: drop
-            // them, so the next attempt makes them again with the hostname
+        let files = vec![(ipc.clone(), "ipc"), (uts.clone(), "uts")];
+        let flags = nix::sched::CloneFlags::CLONE_NEWIPC | nix::sched::CloneFlags::CLONE_NEWUTS;
+        if let Err(message) = persist_namespaces(flags, files, Some(s.hostname.to_string())).await {
+            // drop what was made, so the next attempt makes them again
             for f in [&ipc, &uts] {
                 let _ = nix::mount::umount2(f.as_path(), nix::mount::MntFlags::MNT_DETACH);
             }
-            return Err(e);
+            return Err(SandboxError::Command {
+                what: "making the pod's ipc and uts namespaces".into(),
+                message,
+            });
         }
     }
     if s.host_network {
@@ -131,12 +132,28 @@ pub async fn create(
     }
     let name = netns_name(s.uid);
     let path = PathBuf::from("/var/run/netns").join(&name);
-    if !path.exists() {
-        run(
-            "making the pod's network namespace",
-            Command::new("ip").args(["netns", "add", &name]),
-        )
-        .await?;
+    if !crate::runtime::is_mounted(&path) {
+        let made = async {
+            tokio::fs::create_dir_all("/var/run/netns")
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::fs::write(&path, b"")
+                .await
+                .map_err(|e| e.to_string())?;
+            persist_namespaces(
+                nix::sched::CloneFlags::CLONE_NEWNET,
+                vec![(path.clone(), "net")],
+                None,
+            )
+            .await
+        };
+        if let Err(message) = made.await {
+            let _ = tokio::fs::remove_file(&path).await;
+            return Err(SandboxError::Command {
+                what: "making the pod's network namespace".into(),
+                message,
+            });
+        }
     }
     run(
         "bringing up lo",
@@ -209,6 +226,43 @@ fn live_holder(record: &Path) -> Option<i32> {
         .windows(PAUSE_FLAG.len())
         .any(|w| w == PAUSE_FLAG.as_bytes())
         .then_some(pid)
+}
+
+/// New namespaces of `flags`, kept by bind-mounting them onto `files`
+/// ((path, "net" | "ipc" | "uts")), with `hostname` set in a new UTS
+/// namespace: made in a thread of its own (namespaces are per thread), which
+/// then ends, without running a command.
+async fn persist_namespaces(
+    flags: nix::sched::CloneFlags,
+    files: Vec<(PathBuf, &'static str)>,
+    hostname: Option<String>,
+) -> Result<(), String> {
+    let work = move || -> Result<(), String> {
+        nix::sched::unshare(flags).map_err(|e| format!("unshare: {e}"))?;
+        if let Some(h) = &hostname {
+            nix::unistd::sethostname(h).map_err(|e| format!("sethostname {h:?}: {e}"))?;
+        }
+        for (file, kind) in &files {
+            let src = format!("/proc/thread-self/ns/{kind}");
+            nix::mount::mount(
+                Some(src.as_str()),
+                file.as_path(),
+                None::<&str>,
+                nix::mount::MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(|e| format!("bind-mounting {src} on {}: {e}", file.display()))?;
+        }
+        Ok(())
+    };
+    tokio::task::spawn_blocking(move || {
+        // a fresh thread, not one of the pool's, which would keep the namespaces
+        std::thread::spawn(work)
+            .join()
+            .unwrap_or_else(|_| Err("the namespace thread panicked".into()))
+    })
+    .await
+    .map_err(|e| e.to_string())?
 }
 
 /// The argument that makes the kubelet binary a PID namespace's init.
