@@ -503,7 +503,7 @@ async fn bootstrap_once(api: &Arc<Api>, user: &User, cfg: &Config) -> Result<(),
         }
     }
     if api.authz.rbac_on() {
-        bootstrap_rbac(api, &ctx).await?;
+        bootstrap_rbac(&ctx).await?;
     }
     let ip = api.service_ips.first();
     let svc = json!({
@@ -543,10 +543,11 @@ async fn bootstrap_once(api: &Arc<Api>, user: &User, cfg: &Config) -> Result<(),
 /// Upstream's bootstrap roles and bindings, reconciled at every start: missing
 /// ones created, missing rules and subjects added, `autoupdate: "false"` left
 /// alone.
-async fn bootstrap_rbac<'a>(
-    api: &Arc<Api>,
-    ctx: &(dyn Fn(&'static str, Option<&str>) -> Result<store::Ctx<'a>, error::ApiError> + Sync),
-) -> Result<(), error::ApiError> {
+/// How bootstrap makes a store context for a resource (and namespace).
+type CtxOf<'a> =
+    dyn Fn(&'static str, Option<&str>) -> Result<store::Ctx<'a>, error::ApiError> + Sync + 'a;
+
+async fn bootstrap_rbac<'a>(ctx: &CtxOf<'a>) -> Result<(), error::ApiError> {
     let mut changed = 0;
     for wanted in rbac::bootstrap_objects() {
         let plural = match wanted.get("kind").and_then(|k| k.as_str()) {
@@ -595,7 +596,6 @@ async fn bootstrap_rbac<'a>(
     if changed > 0 {
         tracing::info!(changed, "reconciled the bootstrap RBAC roles and bindings");
     }
-    let _ = api;
     Ok(())
 }
 

@@ -229,7 +229,7 @@ pub fn rules_of(obj: &Value) -> Vec<PolicyRule> {
 }
 
 /// Go's `%q` of a string (what upstream's messages use).
-fn go_quote(s: &str) -> String {
+pub(crate) fn go_quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {
