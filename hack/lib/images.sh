@@ -149,7 +149,8 @@ ironkube::start_registry() {
     if [[ $code == 200 || $code == 401 ]]; then
       return 0
     fi
-    if ! ironkube::_registry_alive "$(cat "$dir/registry.pid")"; then
+    # kill -0, not _registry_alive: until the fork execs, the child's cmdline is still bash's
+    if ! kill -0 "$(cat "$dir/registry.pid")" 2>/dev/null; then
       echo "images.sh: docker-registry exited; log:" >&2
       tail -n 20 "$dir/registry.log" >&2
       return 1
