@@ -12,6 +12,16 @@ pub struct User {
 }
 
 impl User {
+    /// The apiserver itself, for the objects it keeps (system namespaces, the
+    /// `kubernetes` Service and its endpoints, bootstrap RBAC).
+    pub fn system_apiserver() -> User {
+        User {
+            name: "system:apiserver".into(),
+            uid: String::new(),
+            groups: vec!["system:masters".into()],
+        }
+    }
+
     /// A service account's user, as upstream names it.
     pub fn service_account(namespace: &str, name: &str, uid: &str) -> User {
         User::authenticated(

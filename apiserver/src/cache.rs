@@ -92,6 +92,13 @@ pub struct Cache {
     ring: usize,
 }
 
+/// Why the cache's feed from etcd stopped.
+enum Lost {
+    Listing(CacheError),
+    Watch(CacheError),
+    Compacted(String),
+}
+
 /// A watcher's starting point, taken atomically with its subscription.
 pub struct Subscription {
     /// Objects existing at `rev` (filled only when initial events were asked for).
@@ -145,26 +152,39 @@ impl Cache {
         self.read().rev
     }
 
-    /// Feed the cache until `shutdown` fires: list, then watch; relist after errors.
+    /// Feed the cache until `shutdown` fires: list, then watch. A watch that breaks
+    /// (an etcd member gone) is resumed from the last revision seen, on whichever
+    /// member answers, so watchers keep their place; only a compacted watch relists.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut progress_rx = match self.progress_rx.lock().ok().and_then(|mut g| g.take()) {
             Some(rx) => rx,
             None => return,
         };
+        let mut listed = false;
         loop {
             tokio::select! {
-                res = self.sync(&mut progress_rx) => {
-                    if let Err(e) = res {
-                        tracing::warn!(error = %e, "watch cache lost its etcd watch; relisting");
+                res = self.sync(&mut progress_rx, listed) => {
+                    match res {
+                        Ok(()) => {}
+                        Err(Lost::Compacted(why)) => {
+                            tracing::warn!(%why, "watch cache fell behind etcd's compaction; relisting");
+                            listed = false;
+                        }
+                        Err(Lost::Listing(e)) => tracing::warn!(error = %e, "watch cache could not list etcd; retrying"),
+                        Err(Lost::Watch(e)) => {
+                            listed = true;
+                            tracing::warn!(error = %e, revision = self.revision(), "watch cache lost its etcd watch; resuming")
+                        }
                     }
                 }
                 _ = crate::stopped(&mut shutdown) => return,
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 
-    async fn sync(&self, progress_rx: &mut mpsc::Receiver<()>) -> Result<(), CacheError> {
+    /// Fill the cache from a LIST, then watch from the revision after it.
+    async fn relist(&self) -> Result<i64, CacheError> {
         let end = prefix_end(&self.prefix);
         let mut objects = BTreeMap::new();
         let mut start = self.prefix.clone();
@@ -198,17 +218,36 @@ impl Cache {
         }
         self.rev.send_replace(at);
         tracing::info!(revision = at, "watch cache synced");
+        Ok(at)
+    }
 
-        let mut stream = self.storage.watch(&self.prefix, at + 1).await?;
+    async fn sync(&self, progress_rx: &mut mpsc::Receiver<()>, listed: bool) -> Result<(), Lost> {
+        let at = if listed {
+            self.revision()
+        } else {
+            self.relist().await.map_err(Lost::Listing)?
+        };
+        let watch_err = |e: StorageError| Lost::Watch(e.into());
+        let mut stream = self
+            .storage
+            .watch(&self.prefix, at + 1)
+            .await
+            .map_err(|e| match e {
+                StorageError::Compacted { .. } => Lost::Compacted(e.to_string()),
+                e => watch_err(e),
+            })?;
         loop {
             tokio::select! {
                 msg = stream.message() => {
-                    let resp = match msg.map_err(StorageError::from)? {
+                    let resp = match msg.map_err(|e| watch_err(e.into()))? {
                         Some(r) => r,
-                        None => return Err(StorageError::Etcd("watch stream closed".into()).into()),
+                        None => return Err(watch_err(StorageError::Etcd("watch stream closed".into()))),
                     };
-                    if resp.canceled() || resp.compact_revision() > 0 {
-                        return Err(StorageError::Etcd(format!("watch canceled: {}", resp.cancel_reason())).into());
+                    if resp.compact_revision() > 0 {
+                        return Err(Lost::Compacted(format!("compacted at {}", resp.compact_revision())));
+                    }
+                    if resp.canceled() {
+                        return Err(watch_err(StorageError::Etcd(format!("watch canceled: {}", resp.cancel_reason()))));
                     }
                     let header_rev = resp.header().map(|h| h.revision()).unwrap_or(0);
                     if resp.events().is_empty() {
@@ -220,7 +259,7 @@ impl Cache {
                     }
                 }
                 Some(()) = progress_rx.recv() => {
-                    stream.request_progress().await.map_err(StorageError::from)?;
+                    stream.request_progress().await.map_err(|e| watch_err(e.into()))?;
                 }
             }
         }

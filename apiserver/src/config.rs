@@ -89,6 +89,14 @@ pub struct Flags {
     /// Audiences the API accepts in tokens (default: the issuers).
     #[arg(long, value_delimiter = ',')]
     pub api_audiences: Vec<String>,
+    /// How the `kubernetes` Service's endpoints are kept: `lease` (every live
+    /// apiserver renews a 15 s lease in etcd; the endpoints list those alive) or `none`.
+    #[arg(long, default_value = "lease")]
+    pub endpoint_reconciler_type: String,
+    /// On SIGTERM, how long to keep serving with /readyz failing before closing
+    /// the listener, so load balancers take this replica out first (Go duration).
+    #[arg(long, default_value = "0s")]
+    pub shutdown_delay_duration: String,
     /// Log verbosity (0-10), mapped onto tracing levels.
     #[arg(short = 'v', long = "v", default_value_t = 2)]
     pub verbosity: u8,
@@ -123,6 +131,9 @@ pub struct Config {
     pub event_ttl: Duration,
     pub watch_cache_size: usize,
     pub compaction_interval: Duration,
+    /// keep the `kubernetes` endpoints by master leases (false: `none`)
+    pub endpoint_leases: bool,
+    pub shutdown_delay: Duration,
     pub kubelets: crate::proxy::KubeletClient,
     /// signs TokenRequest tokens (None: the API answers TokenRequest with an error)
     pub sa_signer: Option<std::sync::Arc<crate::satoken::Signer>>,
@@ -285,6 +296,18 @@ impl Flags {
             watch_cache_size: self.default_watch_cache_size.max(1),
             compaction_interval: parse_duration(&self.etcd_compaction_interval)
                 .map_err(|why| invalid("etcd-compaction-interval", why))?,
+            endpoint_leases: match self.endpoint_reconciler_type.as_str() {
+                "lease" => true,
+                "none" => false,
+                other => {
+                    return Err(invalid(
+                        "endpoint-reconciler-type",
+                        format!("{other:?} is not one of lease, none"),
+                    ))
+                }
+            },
+            shutdown_delay: parse_duration(&self.shutdown_delay_duration)
+                .map_err(|why| invalid("shutdown-delay-duration", why))?,
         })
     }
 }

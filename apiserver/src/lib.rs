@@ -14,6 +14,7 @@ pub mod config;
 pub mod defaults;
 pub mod discovery;
 pub mod encryption;
+pub mod endpoints;
 pub mod error;
 pub mod events;
 pub mod http;
@@ -335,25 +336,36 @@ impl Server {
         tracing::info!(addr = ?listener.local_addr().ok(), "serving securely");
         let compaction = (!cfg.compaction_interval.is_zero())
             .then(|| tokio::spawn(compactor(api.clone(), cfg.compaction_interval)));
+        let delay = cfg.shutdown_delay;
+        let leases = cfg.endpoint_leases;
+        let reconciler =
+            leases.then(|| tokio::spawn(endpoints::run(api.clone(), api.shutdown.clone())));
         let boot = tokio::spawn(bootstrap(api.clone(), cfg));
         let mut conns = tokio::task::JoinSet::new();
-        loop {
-            tokio::select! {
-                accepted = listener.accept() => {
-                    let Ok((tcp, peer)) = accepted else { continue };
-                    let _ = tcp.set_nodelay(true);
-                    conns.spawn(serve_conn(tcp, peer, acceptor.clone(), api.clone(), tokens.clone()));
-                }
-                Some(_) = conns.join_next(), if !conns.is_empty() => {}
-                _ = crate::stopped(&mut stop) => break,
-            }
-        }
-        tracing::info!("shutting down: readyz fails, in-flight requests drain");
+        let serve = Serving {
+            listener: &listener,
+            acceptor: &acceptor,
+            api: &api,
+            tokens: &tokens,
+        };
+        serve.until(&mut conns, crate::stopped(&mut stop)).await;
+        // Shutdown, as upstream: /readyz fails and this apiserver leaves the
+        // `kubernetes` endpoints first; requests are still served for
+        // --shutdown-delay-duration so load balancers notice; then the listener
+        // closes, watches end (clients resume elsewhere) and requests drain.
+        tracing::info!(delay = ?delay, "shutting down: readyz fails, then in-flight requests drain");
+        api.shutting_down.store(true, Ordering::Relaxed);
         boot.abort();
         if let Some(c) = compaction {
             c.abort();
         }
-        api.shutting_down.store(true, Ordering::Relaxed);
+        if let Some(r) = reconciler {
+            r.abort();
+            endpoints::remove_self(&api).await;
+        }
+        if !delay.is_zero() {
+            serve.until(&mut conns, tokio::time::sleep(delay)).await;
+        }
         drop(listener);
         let _ = shutdown_tx.send(true);
         let drain = async { while conns.join_next().await.is_some() {} };
@@ -362,6 +374,36 @@ impl Server {
             .is_err()
         {
             tracing::warn!("connections still open after 60s; closing them");
+        }
+    }
+}
+
+/// What accepting connections needs.
+struct Serving<'a> {
+    listener: &'a TcpListener,
+    acceptor: &'a TlsAcceptor,
+    api: &'a Arc<Api>,
+    tokens: &'a Arc<TokenFile>,
+}
+
+impl Serving<'_> {
+    /// Accept and serve connections until `until` resolves.
+    async fn until(
+        &self,
+        conns: &mut tokio::task::JoinSet<()>,
+        until: impl std::future::Future<Output = ()>,
+    ) {
+        tokio::pin!(until);
+        loop {
+            tokio::select! {
+                accepted = self.listener.accept() => {
+                    let Ok((tcp, peer)) = accepted else { continue };
+                    let _ = tcp.set_nodelay(true);
+                    conns.spawn(serve_conn(tcp, peer, self.acceptor.clone(), self.api.clone(), self.tokens.clone()));
+                }
+                Some(_) = conns.join_next(), if !conns.is_empty() => {}
+                _ = &mut until => return,
+            }
         }
     }
 }
@@ -452,11 +494,7 @@ async fn compactor(api: Arc<Api>, interval: Duration) {
 /// What every cluster has from the start: the system namespaces and the
 /// `kubernetes` Service pointing at this apiserver.
 async fn bootstrap(api: Arc<Api>, cfg: Config) {
-    let system = User {
-        name: "system:apiserver".into(),
-        uid: String::new(),
-        groups: vec!["system:masters".into()],
-    };
+    let system = User::system_apiserver();
     loop {
         if api.cache.is_ready() {
             match bootstrap_once(&api, &system, &cfg).await {
@@ -474,26 +512,7 @@ async fn bootstrap(api: Arc<Api>, cfg: Config) {
 }
 
 async fn bootstrap_once(api: &Arc<Api>, user: &User, cfg: &Config) -> Result<(), error::ApiError> {
-    let ctx = |res: &'static str, ns: Option<&str>| -> Result<store::Ctx<'_>, error::ApiError> {
-        let (group, version) = match res {
-            "endpointslices" => ("discovery.k8s.io", "v1"),
-            "clusterroles" | "clusterrolebindings" | "roles" | "rolebindings" => {
-                ("rbac.authorization.k8s.io", "v1")
-            }
-            _ => ("", "v1"),
-        };
-        Ok(store::Ctx {
-            api,
-            res: registry::lookup(group, version, res)
-                .ok_or_else(|| error::ApiError::internal(format!("no {res}")))?,
-            ns: ns.map(str::to_string),
-            user,
-            dry_run: false,
-            manager: "kube-apiserver".into(),
-            field_validation: store::FieldValidation::Ignore,
-            warnings: std::sync::Mutex::new(Vec::new()),
-        })
-    };
+    let ctx = |res: &'static str, ns: Option<&str>| system_ctx(api, user, res, ns);
     let exists = |e: &error::ApiError| e.code == 409 && e.reason == "AlreadyExists";
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         match store::create(&ctx("namespaces", None)?, json!({"metadata": {"name": ns}})).await {
@@ -503,7 +522,7 @@ async fn bootstrap_once(api: &Arc<Api>, user: &User, cfg: &Config) -> Result<(),
         }
     }
     if api.authz.rbac_on() {
-        bootstrap_rbac(&ctx).await?;
+        bootstrap_rbac(api, user).await?;
     }
     let ip = api.service_ips.first();
     let svc = json!({
@@ -516,38 +535,47 @@ async fn bootstrap_once(api: &Arc<Api>, user: &User, cfg: &Config) -> Result<(),
         Err(e) if e.code == 422 && e.message.contains("already allocated") => {}
         Err(e) => return Err(e),
     }
-    let addr = cfg.advertise_address.to_string();
-    let eps = json!({
-        "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
-        "subsets": [{"addresses": [{"ip": addr}], "ports": [{"name": "https", "port": api.port, "protocol": "TCP"}]}],
-    });
-    let name_ctx = ctx("endpoints", Some("default"))?;
-    store::update(&name_ctx, "kubernetes", None, eps).await?;
-    let slice = json!({
-        "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"kubernetes.io/service-name": "kubernetes", "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"}},
-        "addressType": "IPv4",
-        "endpoints": [{"addresses": [addr], "conditions": {"ready": true}}],
-        "ports": [{"name": "https", "port": api.port, "protocol": "TCP"}],
-    });
-    let sctx = ctx("endpointslices", Some("default"))?;
-    match store::update(&sctx, "kubernetes", None, slice.clone()).await {
-        Ok(_) => {}
-        Err(e) if e.code == 404 => {
-            store::create(&sctx, slice).await?;
-        }
-        Err(e) => return Err(e),
+    if cfg.endpoint_leases {
+        // the lease reconciler lists this apiserver once it runs; do it now so
+        // the Service has endpoints from the start
+        endpoints::announce(api, user).await?;
     }
     Ok(())
+}
+
+/// A store context for the apiserver's own writes to `res` (a core, discovery
+/// or RBAC resource) in namespace `ns`.
+pub(crate) fn system_ctx<'a>(
+    api: &'a Api,
+    user: &'a User,
+    res: &'static str,
+    ns: Option<&str>,
+) -> Result<store::Ctx<'a>, error::ApiError> {
+    let (group, version) = match res {
+        "endpointslices" => ("discovery.k8s.io", "v1"),
+        "clusterroles" | "clusterrolebindings" | "roles" | "rolebindings" => {
+            ("rbac.authorization.k8s.io", "v1")
+        }
+        _ => ("", "v1"),
+    };
+    Ok(store::Ctx {
+        api,
+        res: registry::lookup(group, version, res)
+            .ok_or_else(|| error::ApiError::internal(format!("no {res}")))?,
+        ns: ns.map(str::to_string),
+        user,
+        dry_run: false,
+        manager: "kube-apiserver".into(),
+        field_validation: store::FieldValidation::Ignore,
+        warnings: std::sync::Mutex::new(Vec::new()),
+    })
 }
 
 /// Upstream's bootstrap roles and bindings, reconciled at every start: missing
 /// ones created, missing rules and subjects added, `autoupdate: "false"` left
 /// alone.
-/// How bootstrap makes a store context for a resource (and namespace).
-type CtxOf<'a> =
-    dyn Fn(&'static str, Option<&str>) -> Result<store::Ctx<'a>, error::ApiError> + Sync + 'a;
-
-async fn bootstrap_rbac<'a>(ctx: &CtxOf<'a>) -> Result<(), error::ApiError> {
+async fn bootstrap_rbac(api: &Api, user: &User) -> Result<(), error::ApiError> {
+    let ctx = |res: &'static str, ns: Option<&str>| system_ctx(api, user, res, ns);
     let mut changed = 0;
     for wanted in rbac::bootstrap_objects() {
         let plural = match wanted.get("kind").and_then(|k| k.as_str()) {

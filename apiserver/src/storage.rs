@@ -307,6 +307,28 @@ impl Storage {
         Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
     }
 
+    /// Write `key` whatever is there, attached to `lease` (master leases).
+    pub async fn put(&self, key: &str, value: Vec<u8>, lease: Option<i64>) -> StorageResult<i64> {
+        let put = lease.map(|id| PutOptions::new().with_lease(id));
+        let value = self.transformer.encrypt(key, value);
+        let resp = self
+            .call(false, |c| {
+                let (value, put) = (value.clone(), put.clone());
+                async move { kv(&c).put(key, value, put).await }
+            })
+            .await?;
+        Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
+    }
+
+    /// Delete `key` whatever its revision.
+    pub async fn remove(&self, key: &str) -> StorageResult<()> {
+        self.call(false, |c| async move {
+            kv(&c).delete(key, None::<DeleteOptions>).await
+        })
+        .await?;
+        Ok(())
+    }
+
     /// A lease that expires after `ttl` seconds (events' `--event-ttl`).
     pub async fn grant_lease(&self, ttl: i64) -> StorageResult<i64> {
         let resp = self

@@ -23,7 +23,8 @@ pub fn free_port() -> u16 {
 
 /// A real etcd (Debian's etcd-server) on loopback.
 pub struct Etcd {
-    child: Child,
+    /// None: another test's etcd, used but not owned
+    child: Option<Child>,
     pub endpoint: String,
     pub dir: tempfile::TempDir,
 }
@@ -31,6 +32,15 @@ pub struct Etcd {
 impl Etcd {
     pub fn start() -> Etcd {
         Self::start_inner(None)
+    }
+
+    /// The etcd at `endpoint`, run by someone else (a second apiserver over one etcd).
+    pub fn attach(endpoint: &str) -> Etcd {
+        Etcd {
+            child: None,
+            endpoint: endpoint.to_string(),
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
     }
 
     /// An etcd serving TLS with client-certificate authentication from `pki`'s CA.
@@ -105,7 +115,7 @@ impl Etcd {
             std::thread::sleep(Duration::from_millis(50));
         }
         Some(Etcd {
-            child,
+            child: Some(child),
             endpoint: format!("{scheme}://127.0.0.1:{client}"),
             dir,
         })
@@ -138,8 +148,10 @@ impl Etcd {
 
 impl Drop for Etcd {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 
@@ -285,6 +297,8 @@ impl TestServer {
             event_ttl: Duration::from_secs(3600),
             watch_cache_size: 10_000,
             compaction_interval: Duration::ZERO,
+            endpoint_leases: true,
+            shutdown_delay: Duration::ZERO,
         };
         let mut cfg = cfg;
         tweak(&mut cfg);
@@ -348,6 +362,11 @@ impl TestServer {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Begin a graceful shutdown (as SIGTERM does) without waiting for it.
+    pub fn begin_shutdown(&self) {
+        let _ = self.stop.send(true);
     }
 
     pub fn url(&self) -> String {
