@@ -2,10 +2,6 @@
 
 use clap::Parser;
 
-// the store allocates and frees many small JSON nodes per request
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> anyhow::Result<()> {
     let flags = apiserver::config::Flags::parse();
     let level = match flags.verbosity {

@@ -9,10 +9,6 @@ use clap::Parser;
 use common::leaderelection::{LeaderElectionFlags, LeaderElector, Outcome};
 use controllers::{selected, Ctx, Settings};
 
-// informer caches hold many small objects
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser, Debug)]
 #[command(
     name = "kube-controller-manager",

@@ -6,10 +6,6 @@ use std::path::PathBuf;
 use clap::Parser;
 use common::leaderelection::{LeaderElectionFlags, LeaderElector, Outcome};
 
-// informer caches and scheduling cycles allocate many small objects
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser, Debug)]
 #[command(name = "kube-scheduler", about = "Assigns pending pods to nodes")]
 struct Flags {
