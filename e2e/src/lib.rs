@@ -64,6 +64,32 @@ pub fn can_run() -> bool {
     }
 }
 
+/// How to bring a cluster up.
+pub struct Options<'a> {
+    pub nodes: usize,
+    /// added to the controller-managers' flags (e.g. a short --node-monitor-grace-period)
+    pub controller_manager_flags: &'a str,
+    /// three etcd members, three apiservers behind haproxy, two
+    /// controller-managers and schedulers (local-up-cluster.sh --ha)
+    pub ha: bool,
+    /// under _output/
+    pub out_dir: &'a str,
+    /// more environment for local-up-cluster.sh
+    pub env: &'a [(&'a str, &'a str)],
+}
+
+impl Default for Options<'_> {
+    fn default() -> Self {
+        Options {
+            nodes: 2,
+            controller_manager_flags: "",
+            ha: false,
+            out_dir: "e2e",
+            env: &[],
+        }
+    }
+}
+
 /// A running local cluster; dropped, it is removed.
 pub struct Cluster {
     pub out: PathBuf,
@@ -97,7 +123,24 @@ impl Cluster {
     /// are added to the controller-manager's (e.g. a short
     /// --node-monitor-grace-period).
     pub fn up(nodes: usize, controller_manager_flags: &str) -> Cluster {
-        let out = root().join("_output/e2e");
+        Cluster::up_with(&Options {
+            nodes,
+            controller_manager_flags,
+            ..Options::default()
+        })
+    }
+
+    /// Bring up a cluster as `opts` say.
+    pub fn up_with(opts: &Options) -> Cluster {
+        let Options {
+            nodes,
+            controller_manager_flags,
+            ha,
+            out_dir,
+            env,
+        } = opts;
+        let nodes = *nodes;
+        let out = root().join("_output").join(out_dir);
         let bin = bin_dir().unwrap_or_default();
         let c = Cluster {
             kubeconfig: out.join("admin.kubeconfig"),
@@ -110,6 +153,8 @@ impl Cluster {
         let up = Command::new("bash")
             .arg(root().join("hack/local-up-cluster.sh"))
             .arg(format!("--nodes={nodes}"))
+            .args(ha.then_some("--ha"))
+            .envs(env.iter().copied())
             .env("OUT_DIR", &c.out)
             .env("IRONKUBE_BIN", &bin)
             .env("CONTROLLER_MANAGER_FLAGS", controller_manager_flags)
