@@ -172,3 +172,112 @@ mod tests {
         assert_eq!(all["spec"]["tolerations"].as_array().map(Vec::len), Some(1));
     }
 }
+
+/// The PodSecurity admission plugin, as upstream's: pods are checked against
+/// the namespace's `pod-security.kubernetes.io/enforce` level (403 when they
+/// violate it) and `warn` level (a warning); workloads with a pod template are
+/// checked against `warn` only; a namespace's labels must be valid, and
+/// tightening `enforce` warns about the pods already there that violate it.
+/// Updates of a pod are checked only when they change its containers or
+/// images (upstream's "significant" updates); subresources are not checked.
+pub fn pod_security(
+    ctx: &Ctx<'_>,
+    sub: Option<&str>,
+    obj: &Value,
+    old: Option<&Value>,
+) -> crate::error::ApiResult<()> {
+    use crate::podsecurity as ps;
+    if sub.is_some() {
+        return Ok(());
+    }
+    let kind = ctx.res.kind;
+    if kind == "Namespace" && ctx.res.group.is_empty() {
+        return namespace_labels(ctx, obj, old);
+    }
+    let pod = kind == "Pod" && ctx.res.group.is_empty();
+    if !pod && !ps::has_pod_spec(kind) {
+        return Ok(());
+    }
+    if let (true, Some(old)) = (pod, old) {
+        if !ps::is_significant_pod_update(obj, old) {
+            return Ok(());
+        }
+    }
+    let Some(labels) = namespace_labels_of(ctx) else {
+        return Ok(());
+    };
+    let (policy, errs) = ps::policy_to_evaluate(&labels);
+    let eval = if pod {
+        ps::evaluate(&policy, &errs, &obj["metadata"], &obj["spec"], true)
+    } else {
+        match ps::pod_template(kind, obj) {
+            Some((meta, spec)) => ps::evaluate(&policy, &errs, meta, spec, false),
+            None => return Ok(()),
+        }
+    };
+    for w in eval.warnings {
+        ctx.warn(w);
+    }
+    match eval.forbidden {
+        Some(why) => Err(crate::error::ApiError::forbidden(format!(
+            "pods {:?} is forbidden: {why}",
+            obj.pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The labels of the namespace a request writes into (from the watch cache).
+fn namespace_labels_of(ctx: &Ctx<'_>) -> Option<std::collections::BTreeMap<String, String>> {
+    let ns = ctx.ns.as_deref()?;
+    let res = crate::registry::lookup("", "v1", "namespaces")?;
+    let e = ctx.api.cache.get(&res.key(&ctx.api.prefix, None, ns))?;
+    Some(e.labels.clone())
+}
+
+fn namespace_labels(
+    ctx: &Ctx<'_>,
+    ns: &Value,
+    old: Option<&Value>,
+) -> crate::error::ApiResult<()> {
+    use crate::podsecurity as ps;
+    let new_labels = ps::object_labels(ns);
+    let old_labels = old.map(ps::object_labels);
+    let errs = ps::validate_namespace_labels(&new_labels, old_labels.as_ref());
+    let name = ns
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if !errs.is_empty() {
+        return Err(crate::error::ApiError::invalid(
+            ctx.res,
+            name,
+            crate::store::causes(errs),
+        ));
+    }
+    // a tightened enforce level: which pods already there would it refuse?
+    let (Some(old_labels), Ok(new_policy)) = (old_labels, ps::from_namespace_labels(&new_labels))
+    else {
+        return Ok(());
+    };
+    let old_policy = ps::from_namespace_labels(&old_labels).unwrap_or_default();
+    if !ps::enforce_tightened(&old_policy, &new_policy) {
+        return Ok(());
+    }
+    let Some(pods) = crate::registry::lookup("", "v1", "pods") else {
+        return Ok(());
+    };
+    let prefix = pods.key(&ctx.api.prefix, Some(name), "");
+    let page = ctx.api.cache.list(&prefix, None, ps::NAMESPACE_MAX_PODS_TO_CHECK, &|_, _| true);
+    let pods: Vec<Value> = page
+        .items
+        .iter()
+        .filter_map(|e| serde_json::from_slice(&e.data).ok())
+        .collect();
+    for w in ps::namespace_pod_warnings(name, new_policy.enforce, &pods) {
+        ctx.warn(w);
+    }
+    Ok(())
+}

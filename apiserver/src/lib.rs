@@ -21,6 +21,7 @@ pub mod http;
 pub mod metrics;
 pub mod nodeauthz;
 pub mod openapi;
+pub mod podsecurity;
 pub mod protobuf;
 pub mod proxy;
 pub mod rbac;

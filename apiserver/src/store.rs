@@ -55,7 +55,7 @@ fn storage_err(ctx: &Ctx, name: &str, e: StorageError) -> ApiError {
     }
 }
 
-fn causes(errs: Vec<validation::FieldError>) -> Vec<Cause> {
+pub(crate) fn causes(errs: Vec<validation::FieldError>) -> Vec<Cause> {
     errs.into_iter()
         .map(|e| Cause {
             reason: e.reason.to_string(),
@@ -122,7 +122,7 @@ impl Ctx<'_> {
         self.res.key(&self.api.prefix, self.ns.as_deref(), name)
     }
 
-    fn warn(&self, w: String) {
+    pub(crate) fn warn(&self, w: String) {
         if let Ok(mut g) = self.warnings.lock() {
             g.push(w);
         }
@@ -369,6 +369,7 @@ pub async fn create(ctx: &Ctx<'_>, mut obj: Value) -> ApiResult<Value> {
         Some(&obj),
         None,
     )?;
+    crate::admission::pod_security(ctx, None, &obj, None)?;
     ctx.validate_create(&obj)?;
     ctx.check_namespace_live().await?;
     let name = name_of(&obj);
@@ -462,6 +463,7 @@ async fn write_update(
         Some(&new),
         Some(old),
     )?;
+    crate::admission::pod_security(ctx, sub, &new, Some(old))?;
     let errs = validation::validate_update(ctx.res.kind, &new, old, ctx.res.namespaced);
     if !errs.is_empty() {
         return Err(ApiError::invalid(ctx.res, name, causes(errs)));
