@@ -237,11 +237,7 @@ fn namespace_labels_of(ctx: &Ctx<'_>) -> Option<std::collections::BTreeMap<Strin
     Some(e.labels.clone())
 }
 
-fn namespace_labels(
-    ctx: &Ctx<'_>,
-    ns: &Value,
-    old: Option<&Value>,
-) -> crate::error::ApiResult<()> {
+fn namespace_labels(ctx: &Ctx<'_>, ns: &Value, old: Option<&Value>) -> crate::error::ApiResult<()> {
     use crate::podsecurity as ps;
     let new_labels = ps::object_labels(ns);
     let old_labels = old.map(ps::object_labels);
@@ -270,7 +266,10 @@ fn namespace_labels(
         return Ok(());
     };
     let prefix = pods.key(&ctx.api.prefix, Some(name), "");
-    let page = ctx.api.cache.list(&prefix, None, ps::NAMESPACE_MAX_PODS_TO_CHECK, &|_, _| true);
+    let page = ctx
+        .api
+        .cache
+        .list(&prefix, None, ps::NAMESPACE_MAX_PODS_TO_CHECK, &|_, _| true);
     let pods: Vec<Value> = page
         .items
         .iter()

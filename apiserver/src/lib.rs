@@ -24,6 +24,7 @@ pub mod openapi;
 pub mod podsecurity;
 pub mod protobuf;
 pub mod proxy;
+pub mod quotas;
 pub mod rbac;
 pub mod registry;
 pub mod satoken;

@@ -116,6 +116,8 @@ fn register(g: &mut SchemaGenerator) -> Registered {
     r.add::<c::Event>(g, "", "v1", true);
     r.add::<c::PersistentVolume>(g, "", "v1", true);
     r.add::<c::PersistentVolumeClaim>(g, "", "v1", true);
+    r.add::<c::ResourceQuota>(g, "", "v1", true);
+    r.add::<c::LimitRange>(g, "", "v1", true);
     r.add::<c::Binding>(g, "", "v1", false);
     r.add::<apps::v1::Deployment>(g, "apps", "v1", true);
     r.add::<apps::v1::ReplicaSet>(g, "apps", "v1", true);

@@ -357,6 +357,7 @@ pub async fn create(ctx: &Ctx<'_>, mut obj: Value) -> ApiResult<Value> {
         crate::admission::pod_create(ctx, &mut obj);
     }
     defaults::apply(ctx.res.kind, &mut obj);
+    crate::quotas::limit_ranger(ctx, &mut obj)?;
     rbac_guard(ctx, &obj, None)?;
     crate::authz::admit_node(
         ctx.api,
@@ -372,6 +373,7 @@ pub async fn create(ctx: &Ctx<'_>, mut obj: Value) -> ApiResult<Value> {
     crate::admission::pod_security(ctx, None, &obj, None)?;
     ctx.validate_create(&obj)?;
     ctx.check_namespace_live().await?;
+    crate::quotas::resource_quota(ctx, None, &obj, None).await?;
     let name = name_of(&obj);
     let allocated = crate::services::allocate(ctx, &mut obj, None).await?;
     ssa::track_update(
@@ -468,6 +470,7 @@ async fn write_update(
     if !errs.is_empty() {
         return Err(ApiError::invalid(ctx.res, name, causes(errs)));
     }
+    crate::quotas::resource_quota(ctx, sub, &new, Some(old)).await?;
     crate::services::allocate(ctx, &mut new, Some(old)).await?;
     new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
     if track {

@@ -299,6 +299,22 @@ pub fn columns(group: &str, resource: &str) -> Vec<Column> {
             age_col(),
             col("VolumeMode", "string", "Filesystem or Block.", 1),
         ],
+        ("", "resourcequotas") => vec![
+            name_col(),
+            age_col(),
+            col(
+                "Request",
+                "string",
+                "Request represents a minimum amount of cpu/memory that a container may consume.",
+                0,
+            ),
+            col(
+                "Limit",
+                "string",
+                "Limits control the maximum amount of cpu/memory that a container may use independent of contention on the node.",
+                0,
+            ),
+        ],
         ("", "persistentvolumeclaims") => vec![
             name_col(),
             col("Status", "string", "Phase of the claim.", 0),
@@ -643,6 +659,7 @@ pub fn cells(group: &str, resource: &str, obj: &Value, now: DateTime<Utc>) -> Ve
         ("events.k8s.io", "events") => event_cells(obj, now, &V1_EVENT_FIELDS, &CORE_EVENT_FIELDS),
         ("", "persistentvolumes") => pv_cells(obj, now),
         ("", "persistentvolumeclaims") => pvc_cells(obj, now),
+        ("", "resourcequotas") => quota_cells(obj, now),
         ("", "replicationcontrollers") => rc_cells(obj, now),
         ("apps", "deployments") => deployment_cells(obj, now),
         ("apps", "replicasets") => replicaset_cells(obj, now),
@@ -840,6 +857,32 @@ fn since(t: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {
         Some(t) => human_duration(now.signed_duration_since(t)),
         None => "<unknown>".to_string(),
     }
+}
+
+/// "pods: 1/10, requests.cpu: 0/2" (requests and counts) and the limits.* ones apart.
+fn quota_cells(obj: &Value, now: DateTime<Utc>) -> Vec<Value> {
+    let (mut req, mut lim) = (Vec::new(), Vec::new());
+    let used = obj.pointer("/status/used");
+    if let Some(hard) = obj.pointer("/status/hard").and_then(Value::as_object) {
+        for (k, h) in hard {
+            let u = used
+                .and_then(|u| u.get(k))
+                .and_then(Value::as_str)
+                .unwrap_or("0");
+            let cell = format!("{k}: {u}/{}", h.as_str().unwrap_or_default());
+            if k.starts_with("limits.") {
+                lim.push(cell);
+            } else {
+                req.push(cell);
+            }
+        }
+    }
+    vec![
+        name_of(obj),
+        age_of(obj, now),
+        Value::from(req.join(", ")),
+        Value::from(lim.join(", ")),
+    ]
 }
 
 fn name_of(obj: &Value) -> Value {
@@ -2106,6 +2149,7 @@ mod tests {
         ("", "events"),
         ("", "persistentvolumes"),
         ("", "persistentvolumeclaims"),
+        ("", "resourcequotas"),
         ("", "replicationcontrollers"),
         ("apps", "deployments"),
         ("apps", "replicasets"),

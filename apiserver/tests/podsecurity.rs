@@ -81,7 +81,9 @@ fn pod_security_levels_from_namespace_labels() {
     let out = ts.kubectl_stdin(&["create", "-n", "warned", "-f", "-"], HOST_NETWORK);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains(r#"would violate PodSecurity "baseline:latest": host namespaces (hostNetwork=true)"#),
+        stderr(&out).contains(
+            r#"would violate PodSecurity "baseline:latest": host namespaces (hostNetwork=true)"#
+        ),
         "{}",
         stderr(&out)
     );
