@@ -45,6 +45,74 @@ fn sub_info(
     }
 }
 
+/// Create-only resources served without storage: (group, version, plural, kind, namespaced).
+const VIRTUAL: &[Virtual] = &[
+    (
+        "authorization.k8s.io",
+        "v1",
+        "selfsubjectaccessreviews",
+        "SelfSubjectAccessReview",
+        false,
+    ),
+    (
+        "authorization.k8s.io",
+        "v1",
+        "subjectaccessreviews",
+        "SubjectAccessReview",
+        false,
+    ),
+    (
+        "authorization.k8s.io",
+        "v1",
+        "localsubjectaccessreviews",
+        "LocalSubjectAccessReview",
+        true,
+    ),
+    (
+        "authorization.k8s.io",
+        "v1",
+        "selfsubjectrulesreviews",
+        "SelfSubjectRulesReview",
+        false,
+    ),
+    (
+        "authentication.k8s.io",
+        "v1",
+        "selfsubjectreviews",
+        "SelfSubjectReview",
+        false,
+    ),
+];
+
+fn all_groups() -> Vec<&'static str> {
+    let mut out = registry::groups();
+    for (g, ..) in VIRTUAL {
+        if !out.contains(g) {
+            out.push(g);
+        }
+    }
+    out
+}
+
+fn versions_of(group: &str) -> Vec<&'static str> {
+    let mut out = registry::group_versions(group);
+    for (g, v, ..) in VIRTUAL {
+        if *g == group && !out.contains(v) {
+            out.push(v);
+        }
+    }
+    out
+}
+
+type Virtual = (&'static str, &'static str, &'static str, &'static str, bool);
+
+fn virtual_resources(group: &str, version: &str) -> Vec<&'static Virtual> {
+    VIRTUAL
+        .iter()
+        .filter(|(g, v, ..)| *g == group && *v == version)
+        .collect()
+}
+
 pub fn api_versions(server_address: &str) -> Value {
     json!({
         "kind": "APIVersions",
@@ -54,7 +122,7 @@ pub fn api_versions(server_address: &str) -> Value {
 }
 
 fn group_entry(group: &str) -> Value {
-    let versions: Vec<Value> = registry::group_versions(group)
+    let versions: Vec<Value> = versions_of(group)
         .iter()
         .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
         .collect();
@@ -62,7 +130,7 @@ fn group_entry(group: &str) -> Value {
 }
 
 pub fn api_group_list() -> Value {
-    let groups: Vec<Value> = registry::groups()
+    let groups: Vec<Value> = all_groups()
         .into_iter()
         .filter(|g| !g.is_empty())
         .map(group_entry)
@@ -71,7 +139,7 @@ pub fn api_group_list() -> Value {
 }
 
 pub fn api_group(group: &str) -> Option<Value> {
-    if group.is_empty() || !registry::groups().contains(&group) {
+    if group.is_empty() || !all_groups().contains(&group) {
         return None;
     }
     let mut g = group_entry(group);
@@ -109,6 +177,9 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
             }
             resources.push(s);
         }
+    }
+    for (_, _, plural, kind, namespaced) in virtual_resources(group, version) {
+        resources.push(json!({"name": plural, "singularName": "", "namespaced": namespaced, "kind": kind, "verbs": ["create"]}));
     }
     if resources.is_empty() {
         return None;
@@ -155,18 +226,24 @@ fn aggregated_resource(r: &Resource) -> Value {
 /// for every named group (/apis). `version` is "v2" or "v2beta1".
 pub fn aggregated(core: bool, version: &str) -> Value {
     let mut items = Vec::new();
-    for g in registry::groups()
-        .into_iter()
-        .filter(|g| g.is_empty() == core)
-    {
-        let versions: Vec<Value> = registry::group_versions(g)
+    for g in all_groups().into_iter().filter(|g| g.is_empty() == core) {
+        let versions: Vec<Value> = versions_of(g)
             .into_iter()
             .map(|v| {
-                let resources: Vec<Value> = RESOURCES
+                let mut resources: Vec<Value> = RESOURCES
                     .iter()
                     .filter(|r| r.group == g && r.version == v)
                     .map(aggregated_resource)
                     .collect();
+                for (_, _, plural, kind, namespaced) in virtual_resources(g, v) {
+                    resources.push(json!({
+                        "resource": plural,
+                        "responseKind": {"group": g, "version": v, "kind": kind},
+                        "scope": if *namespaced { "Namespaced" } else { "Cluster" },
+                        "singularResource": "",
+                        "verbs": ["create"],
+                    }));
+                }
                 json!({"version": v, "resources": resources, "freshness": "Current"})
             })
             .collect();

@@ -193,4 +193,33 @@ fn rbac_decides() {
         &sar,
     );
     assert!(out.contains("\"allowed\":false"), "{out}");
+    // the review kinds are in discovery, so kubectl creates them as objects
+    // (client-side validation off: for kinds without PATCH kubectl validates
+    // against the protobuf OpenAPI v2 document, which is not served yet)
+    let out = ts.kubectl_stdin_ok(
+        &[
+            "create",
+            "--validate=false",
+            "-f",
+            "-",
+            "-o",
+            "jsonpath={.status.allowed}",
+        ],
+        &sar,
+    );
+    assert_eq!(out, "false");
+    let listed = ts.kubectl_ok(&[
+        "api-resources",
+        "--api-group=authorization.k8s.io",
+        "-o",
+        "name",
+    ]);
+    for r in [
+        "localsubjectaccessreviews.authorization.k8s.io",
+        "selfsubjectaccessreviews.authorization.k8s.io",
+        "selfsubjectrulesreviews.authorization.k8s.io",
+        "subjectaccessreviews.authorization.k8s.io",
+    ] {
+        assert!(listed.lines().any(|l| l == r), "{r} in {listed}");
+    }
 }
