@@ -217,6 +217,7 @@ pub async fn handle(api: Arc<Api>, user: Option<User>, req: Request<Incoming>) -
     } else {
         read_body(incoming).await
     };
+    let mut audit = begin_audit(&api, user.as_ref(), &parts, body.as_ref().ok());
     let req = Request::from_parts(parts, body);
     let resp = match route(&api, user, req, &mut labels).await {
         Ok(r) => r,
@@ -227,6 +228,10 @@ pub async fn handle(api: Arc<Api>, user: Option<User>, req: Request<Incoming>) -
             error_response(&e)
         }
     };
+    let resp = match audit.as_mut() {
+        Some((auditor, rec, watch)) => finish_audit(&api, auditor, rec, *watch, resp).await,
+        None => resp,
+    };
     if !labels.resource.is_empty() || labels.verb != "GET" {
         api.metrics.observe(
             &labels,
@@ -235,6 +240,109 @@ pub async fn handle(api: Arc<Api>, user: Option<User>, req: Request<Incoming>) -
         );
     }
     resp
+}
+
+/// The client's address, put in a request's extensions by the connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub std::net::SocketAddr);
+
+type Audit = (Arc<crate::audit::Auditor>, crate::audit::Record, bool);
+
+/// The RequestReceived audit event, when the policy audits this request.
+fn begin_audit(
+    api: &Arc<Api>,
+    user: Option<&User>,
+    parts: &hyper::http::request::Parts,
+    body: Option<&Bytes>,
+) -> Option<Audit> {
+    let auditor = api.audit.clone()?;
+    let anonymous = User {
+        name: "system:anonymous".into(),
+        uid: String::new(),
+        groups: vec!["system:unauthenticated".into()],
+    };
+    let user = user.unwrap_or(&anonymous);
+    let attrs = crate::rbac::Attributes::from_request(
+        user,
+        parts.method.as_str(),
+        parts.uri.path(),
+        parts.uri.query(),
+    )
+    .ok()?;
+    let source = parts
+        .extensions
+        .get::<Peer>()
+        .map(|p| p.0.ip().to_string())
+        .unwrap_or_default();
+    let agent = parts
+        .headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let uri = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or_default();
+    let decode = || {
+        let b = body.filter(|b| !b.is_empty())?;
+        decode_body(api, &parts.headers, b, parts.method == Method::PATCH)
+            .ok()
+            .map(|(v, _)| v)
+    };
+    let rec = auditor.begin(
+        &attrs,
+        (parts.method.as_str(), uri),
+        &source,
+        agent,
+        &decode,
+    )?;
+    let watch = attrs.verb == "watch";
+    Some((auditor, rec, watch))
+}
+
+/// ResponseStarted (a watch) or ResponseComplete, with the response's status
+/// and, where the level wants it, its JSON body (read and put back).
+async fn finish_audit(
+    api: &Api,
+    auditor: &crate::audit::Auditor,
+    rec: &mut crate::audit::Record,
+    watch: bool,
+    resp: Response<Body>,
+) -> Response<Body> {
+    use http_body_util::BodyExt;
+    let code = resp.status().as_u16();
+    let ct = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let protobuf = ct.starts_with("application/vnd.kubernetes.protobuf");
+    let json = ct.starts_with("application/json") || protobuf;
+    let wants_body = rec.decision.level >= crate::audit::Level::RequestResponse || code >= 400;
+    if watch || code == 101 || !json || !wants_body {
+        let stage = if watch || code == 101 {
+            crate::audit::Stage::ResponseStarted
+        } else {
+            crate::audit::Stage::ResponseComplete
+        };
+        auditor.finish(rec, stage, code, None, None);
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let bytes = match body.collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(_) => Bytes::new(),
+    };
+    let obj = if protobuf {
+        api.protobuf
+            .decode(&bytes, &|av, kind| api.openapi.schema_of(av, kind))
+            .ok()
+    } else {
+        serde_json::from_slice(&bytes).ok()
+    };
+    auditor.finish(rec, crate::audit::Stage::ResponseComplete, code, obj, None);
+    Response::from_parts(parts, full(bytes))
 }
 
 async fn route(

@@ -7,6 +7,7 @@
 
 pub mod admission;
 pub mod allocator;
+pub mod audit;
 pub mod authn;
 pub mod authz;
 pub mod cache;
@@ -103,6 +104,7 @@ pub struct Api {
     pub sa_signer: Option<Arc<satoken::Signer>>,
     pub sa_verifier: satoken::Verifier,
     pub authz: authz::Authorizer,
+    pub audit: Option<Arc<audit::Auditor>>,
 }
 
 impl Api {
@@ -306,6 +308,7 @@ impl Server {
             sa_signer: cfg.sa_signer.clone(),
             sa_verifier: cfg.sa_verifier.clone(),
             authz: authz::Authorizer::new(cfg.authorization.clone()),
+            audit: cfg.audit.clone(),
         });
         Ok(Server {
             listener,
@@ -432,7 +435,8 @@ async fn serve_conn(
         .and_then(|c| c.first())
         .and_then(|c| authn::user_from_cert(c.as_ref()));
     let api2 = api.clone();
-    let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+    let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(http::Peer(peer));
         let api = api2.clone();
         let user = cert_user.clone().or_else(|| {
             let token = req

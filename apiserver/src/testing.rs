@@ -297,6 +297,7 @@ impl TestServer {
             event_ttl: Duration::from_secs(3600),
             watch_cache_size: 10_000,
             compaction_interval: Duration::ZERO,
+            audit: None,
             endpoint_leases: true,
             shutdown_delay: Duration::ZERO,
         };
