@@ -253,3 +253,105 @@ pub fn admit_node(
         },
     )
 }
+
+/// Impersonation, as upstream: `Impersonate-User`, `Impersonate-Group`,
+/// `Impersonate-Uid` and `Impersonate-Extra-*` headers make the request act as
+/// another user, when the caller may `impersonate` that user (or service
+/// account), each group, the uid and each extra value. The impersonated user
+/// is `system:authenticated` (service accounts also in their groups).
+pub fn impersonate(api: &Api, caller: User, headers: &hyper::HeaderMap) -> Result<User, ApiError> {
+    let values = |name: &str| -> Vec<String> {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::to_string)
+            .collect()
+    };
+    let users = values("impersonate-user");
+    let groups = values("impersonate-group");
+    let uids = values("impersonate-uid");
+    let extras: Vec<(String, String)> = headers
+        .iter()
+        .filter_map(|(k, v)| {
+            let key = k.as_str().strip_prefix("impersonate-extra-")?;
+            Some((key.to_string(), v.to_str().ok()?.to_string()))
+        })
+        .collect();
+    if users.is_empty() {
+        if groups.is_empty() && uids.is_empty() && extras.is_empty() {
+            return Ok(caller);
+        }
+        return Err(ApiError::new(
+            500,
+            "InternalError",
+            "Internal error occurred: requested impersonation is not allowed without a user name",
+        ));
+    }
+    if users.len() > 1 || uids.len() > 1 {
+        return Err(ApiError::bad_request(
+            "only one Impersonate-User and one Impersonate-Uid header are allowed",
+        ));
+    }
+    let name = users[0].clone();
+    let allow = |a: Attributes| -> Result<(), ApiError> {
+        let (ok, why) = api.authz.authorize_selected(api, &a, None);
+        if ok {
+            Ok(())
+        } else {
+            Err(rbac::forbidden_error(&a, &why))
+        }
+    };
+    let mut user_groups = groups.clone();
+    match name
+        .strip_prefix("system:serviceaccount:")
+        .and_then(|r| r.split_once(':'))
+    {
+        Some((ns, sa)) => {
+            allow(
+                Attributes::resource(&caller, "impersonate", "", "serviceaccounts")
+                    .with_namespace(ns)
+                    .with_name(sa),
+            )?;
+            for g in [
+                "system:serviceaccounts".to_string(),
+                format!("system:serviceaccounts:{ns}"),
+            ] {
+                if !user_groups.contains(&g) {
+                    user_groups.push(g);
+                }
+            }
+        }
+        None => allow(Attributes::resource(&caller, "impersonate", "", "users").with_name(&name))?,
+    }
+    for g in &groups {
+        allow(Attributes::resource(&caller, "impersonate", "", "groups").with_name(g))?;
+    }
+    for u in &uids {
+        allow(
+            Attributes::resource(&caller, "impersonate", "authentication.k8s.io", "uids")
+                .with_name(u),
+        )?;
+    }
+    for (key, value) in &extras {
+        allow(
+            Attributes::resource(
+                &caller,
+                "impersonate",
+                "authentication.k8s.io",
+                "userextras",
+            )
+            .with_subresource(key)
+            .with_name(value),
+        )?;
+    }
+    if name != "system:anonymous" && !user_groups.iter().any(|g| g == "system:authenticated") {
+        user_groups.push("system:authenticated".into());
+    }
+    tracing::debug!(caller = %caller.name, user = %name, "impersonating");
+    Ok(User {
+        name,
+        uid: uids.into_iter().next().unwrap_or_default(),
+        groups: user_groups,
+    })
+}

@@ -373,6 +373,7 @@ async fn route(
     let Some(user) = user else {
         return Err(ApiError::unauthorized());
     };
+    let user = crate::authz::impersonate(api, user, req.headers())?;
     tracing::debug!(user = %user.name, %method, %path, "request");
     let attrs =
         crate::rbac::Attributes::from_request(&user, method.as_str(), &path, req.uri().query())

@@ -223,3 +223,69 @@ fn rbac_decides() {
         assert!(listed.lines().any(|l| l == r), "{r} in {listed}");
     }
 }
+
+/// `kubectl --as`: an admin acts as another user and gets that user's
+/// answers; someone without `impersonate` is refused.
+#[test]
+fn impersonation() {
+    let ts = TestServer::start_with(|cfg| {
+        cfg.authorization = vec![apiserver::authz::Mode::Node, apiserver::authz::Mode::Rbac];
+    });
+    ts.kubectl_ok(&[
+        "create",
+        "rolebinding",
+        "jane-view",
+        "--clusterrole=view",
+        "--user=jane",
+    ]);
+    // the admin, as jane: jane's rights, not the admin's
+    ts.kubectl_ok(&["--as=jane", "get", "pods"]);
+    let out = ts.kubectl(&["--as=jane", "get", "secrets"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).1.contains(r#"secrets is forbidden: User "jane" cannot list resource "secrets" in API group "" in the namespace "default""#),
+        "{}",
+        text(&out).1
+    );
+    assert_eq!(
+        text(&ts.kubectl(&["--as=jane", "auth", "can-i", "delete", "pods"])).0,
+        "no"
+    );
+    // a group brings its rights along
+    assert_eq!(
+        text(&ts.kubectl(&[
+            "--as=jane",
+            "--as-group=system:masters",
+            "auth",
+            "can-i",
+            "delete",
+            "pods"
+        ]))
+        .0,
+        "yes"
+    );
+    let who = ts.kubectl_ok(&[
+        "--as=jane",
+        "--as-group=devs",
+        "auth",
+        "whoami",
+        "-o",
+        "jsonpath={.status.userInfo}",
+    ]);
+    let who: serde_json::Value = serde_json::from_str(&who).expect("whoami");
+    assert_eq!(who["username"], "jane");
+    assert_eq!(
+        who["groups"],
+        serde_json::json!(["devs", "system:authenticated"])
+    );
+
+    // bob may not impersonate
+    let bob = user_kubeconfig(&ts, "bob", &[]);
+    let out = kubectl_as(&bob, &["--as=jane", "get", "pods"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).1.contains(r#"users "jane" is forbidden: User "bob" cannot impersonate resource "users" in API group "" at the cluster scope"#),
+        "{}",
+        text(&out).1
+    );
+}
