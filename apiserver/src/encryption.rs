@@ -7,6 +7,8 @@
 //! - `aescbc`: `k8s:enc:aescbc:v1:<key>:` + IV (16 bytes) + AES-CBC, PKCS#7;
 //! - `aesgcm`: `k8s:enc:aesgcm:v1:<key>:` + nonce (12 bytes) + AES-GCM
 //!   sealed with the etcd key as associated data;
+//! - `secretbox`: `k8s:enc:secretbox:v1:<key>:` + nonce (24 bytes) +
+//!   XSalsa20-Poly1305 (NaCl secretbox: the tag before the ciphertext);
 //! - `identity`: the plain value (and what unprefixed values are read as).
 //!
 //! Rotating a key: put the new key first, restart, rewrite the objects
@@ -25,6 +27,7 @@ enum Provider {
     Identity,
     AesCbc { name: String, key: Vec<u8> },
     AesGcm { name: String, key: Vec<u8> },
+    SecretBox { name: String, key: Vec<u8> },
 }
 
 /// Which provider chain applies to which etcd key prefix.
@@ -113,10 +116,19 @@ impl Transformer {
                             });
                         }
                     }
+                    "secretbox" => {
+                        if keys.is_empty() {
+                            return Err("secretbox: at least one key is required".into());
+                        }
+                        for k in keys {
+                            let (name, key) = key_of(k, &[32], kind)?;
+                            providers.push(Provider::SecretBox { name, key });
+                        }
+                    }
                     other => {
                         return Err(format!(
-                            "provider {other:?} is not supported (aescbc, aesgcm, identity)"
-                        ))
+                        "provider {other:?} is not supported (aescbc, aesgcm, secretbox, identity)"
+                    ))
                     }
                 }
             }
@@ -202,6 +214,26 @@ impl Transformer {
                 out.extend_from_slice(&buf);
                 out
             }
+            Provider::SecretBox { name, key: k } => {
+                use crypto_secretbox::aead::{AeadInPlace, KeyInit};
+                let Ok(cipher) = crypto_secretbox::XSalsa20Poly1305::new_from_slice(k) else {
+                    return plain;
+                };
+                let mut nonce = [0u8; 24];
+                if rng.fill(&mut nonce).is_err() {
+                    return plain;
+                }
+                let mut buf = plain.clone();
+                let Ok(tag) = cipher.encrypt_in_place_detached((&nonce).into(), b"", &mut buf)
+                else {
+                    return plain;
+                };
+                let mut out = format!("k8s:enc:secretbox:v1:{name}:").into_bytes();
+                out.extend_from_slice(&nonce);
+                out.extend_from_slice(&tag);
+                out.extend_from_slice(&buf);
+                out
+            }
         }
     }
 
@@ -223,6 +255,9 @@ impl Transformer {
             .filter_map(|p| match p {
                 Provider::AesCbc { name, .. } => Some((format!("k8s:enc:aescbc:v1:{name}:"), p)),
                 Provider::AesGcm { name, .. } => Some((format!("k8s:enc:aesgcm:v1:{name}:"), p)),
+                Provider::SecretBox { name, .. } => {
+                    Some((format!("k8s:enc:secretbox:v1:{name}:"), p))
+                }
                 Provider::Identity => None,
             })
             .collect();
@@ -277,6 +312,21 @@ impl Transformer {
                     .map_err(|_| format!("{key}: decryption failed"))?;
                 Ok(pt.to_vec())
             }
+            Provider::SecretBox { key: k, .. } => {
+                use crypto_secretbox::aead::{AeadInPlace, KeyInit};
+                if body.len() < 24 + 16 {
+                    return Err(format!("{key}: the encrypted value is too short"));
+                }
+                let cipher = crypto_secretbox::XSalsa20Poly1305::new_from_slice(k)
+                    .map_err(|_| "bad key".to_string())?;
+                let (nonce, rest) = body.split_at(24);
+                let (tag, ct) = rest.split_at(16);
+                let mut buf = ct.to_vec();
+                cipher
+                    .decrypt_in_place_detached(nonce.into(), b"", &mut buf, tag.into())
+                    .map_err(|_| format!("{key}: decryption failed"))?;
+                Ok(buf)
+            }
             Provider::Identity => Ok(stored.to_vec()),
         }
     }
@@ -302,7 +352,7 @@ mod tests {
 
     #[test]
     fn both_ciphers_round_trip_and_hide_the_value() {
-        for kind in ["aescbc", "aesgcm"] {
+        for kind in ["aescbc", "aesgcm", "secretbox"] {
             let t = config(&format!(
                 "  - {kind}:\n      keys:\n      - name: key1\n        secret: {K1}\n"
             ));
@@ -323,6 +373,27 @@ mod tests {
             bad[last] ^= 1;
             assert!(t.decrypt(key, &bad).is_err());
         }
+    }
+
+    /// A value sealed by libsodium (PyNaCl's SecretBox, as Go's
+    /// nacl/secretbox: the tag before the ciphertext) reads back here.
+    #[test]
+    fn secretbox_reads_nacl_values() {
+        let t = config(&format!(
+            "  - secretbox:\n      keys:\n      - name: key1\n        secret: {K1}\n"
+        ));
+        let sealed = "85edf9618609181bc689cea899f53b4b9e8580d0a691830fd3ad5dd48978d7bb4b6838c864";
+        let mut stored = b"k8s:enc:secretbox:v1:key1:".to_vec();
+        stored.extend((0u8..24).collect::<Vec<u8>>());
+        stored.extend(
+            (0..sealed.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&sealed[i..i + 2], 16).unwrap()),
+        );
+        assert_eq!(
+            t.decrypt("/registry/secrets/default/s1", &stored).unwrap(),
+            br#"{"data":{"k":"dg=="}}"#
+        );
     }
 
     #[test]
