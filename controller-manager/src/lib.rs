@@ -15,6 +15,7 @@ pub mod nodelifecycle;
 pub mod persistentvolume;
 pub mod podgc;
 pub mod replicaset;
+pub mod resourcequota;
 pub mod rootca;
 pub mod serviceaccount;
 pub mod statefulset;
@@ -69,6 +70,9 @@ pub struct Settings {
     pub pvclaimbinder_sync_period: Duration,
     /// the CA bundle published as kube-root-ca.crt (--root-ca-file)
     pub root_ca: Option<String>,
+    pub concurrent_resource_quota_syncs: usize,
+    /// how often every ResourceQuota's usage is recomputed in full
+    pub resource_quota_sync_period: Duration,
 }
 
 impl Default for Settings {
@@ -96,6 +100,8 @@ impl Default for Settings {
             concurrent_statefulset_syncs: 5,
             pvclaimbinder_sync_period: Duration::from_secs(15),
             root_ca: None,
+            concurrent_resource_quota_syncs: 5,
+            resource_quota_sync_period: Duration::from_secs(300),
         }
     }
 }
@@ -164,6 +170,10 @@ pub const CONTROLLERS: &[Entry] = &[
         start: replicaset::start,
     },
     Entry {
+        name: "resourcequota-controller",
+        start: resourcequota::start,
+    },
+    Entry {
         name: "root-ca-certificate-publisher-controller",
         start: rootca::start,
     },
@@ -203,6 +213,7 @@ pub const ALIASES: &[(&str, &str)] = &[
     ),
     ("podgc", "pod-garbage-collector-controller"),
     ("replicaset", "replicaset-controller"),
+    ("resourcequota", "resourcequota-controller"),
     (
         "root-ca-cert-publisher",
         "root-ca-certificate-publisher-controller",
@@ -424,6 +435,7 @@ mod tests {
                 "persistentvolume-binder-controller",
                 "pod-garbage-collector-controller",
                 "replicaset-controller",
+                "resourcequota-controller",
                 "root-ca-certificate-publisher-controller",
                 "serviceaccount-controller",
                 "statefulset-controller",

@@ -42,6 +42,12 @@ struct Flags {
     concurrent_statefulset_syncs: usize,
     #[arg(long, default_value_t = 10)]
     concurrent_namespace_syncs: usize,
+    /// ResourceQuotas synced at once (per queue).
+    #[arg(long, default_value_t = 5)]
+    concurrent_resource_quota_syncs: usize,
+    /// How often every ResourceQuota's usage is recomputed in full.
+    #[arg(long, default_value = "5m0s", value_parser = common::parse_duration)]
+    resource_quota_sync_period: std::time::Duration,
     /// How often every PersistentVolume and PersistentVolumeClaim is synced again.
     #[arg(long, default_value = "15s", value_parser = common::parse_duration)]
     pvclaimbinder_sync_period: std::time::Duration,
@@ -132,6 +138,8 @@ async fn main() -> anyhow::Result<()> {
         concurrent_deployment_syncs: flags.concurrent_deployment_syncs,
         concurrent_gc_syncs: flags.concurrent_gc_syncs,
         concurrent_namespace_syncs: flags.concurrent_namespace_syncs,
+        concurrent_resource_quota_syncs: flags.concurrent_resource_quota_syncs,
+        resource_quota_sync_period: flags.resource_quota_sync_period,
         max_endpoints_per_slice: flags.max_endpoints_per_slice,
         node_monitor_period: flags.node_monitor_period,
         node_monitor_grace_period: flags.node_monitor_grace_period,

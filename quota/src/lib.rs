@@ -136,7 +136,47 @@ pub fn count_name(group: &str, plural: &str) -> String {
 
 /// Whether a pod still counts: not terminal, and not past its deletion grace.
 pub fn pod_counts(pod: &Value) -> bool {
-    !matches!(str_at(pod, &["status", "phase"]), "Succeeded" | "Failed")
+    if matches!(str_at(pod, &["status", "phase"]), "Succeeded" | "Failed") {
+        return false;
+    }
+    // a pod being deleted stops counting once its grace period is over
+    let deleting = str_at(pod, &["metadata", "deletionTimestamp"]);
+    if deleting.is_empty() {
+        return true;
+    }
+    let grace = get(pod, &["metadata", "deletionGracePeriodSeconds"])
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    match chrono_free_parse(deleting) {
+        Some(at) => now_unix() < at + grace,
+        None => true,
+    }
+}
+
+fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Seconds since the epoch of an RFC 3339 UTC time such as 2026-11-23T15:04:05Z.
+fn chrono_free_parse(t: &str) -> Option<i64> {
+    let (date, time) = t.trim_end_matches('Z').split_once('T')?;
+    let mut d = date.split('-').map(|x| x.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let time = time.split('.').next()?;
+    let mut h = time.split(':').map(|x| x.parse::<i64>().ok());
+    let (hh, mm, ss) = (h.next()??, h.next()??, h.next()??);
+    // days from the civil date (Howard Hinnant's algorithm)
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
 }
 
 /// A pod's requests or limits (`what`): the larger of the containers' sum and
@@ -437,6 +477,17 @@ mod tests {
         p2["spec"]["initContainers"] =
             json!([{"name": "i", "resources": {"requests": {"cpu": "2"}}}]);
         assert_eq!(usage("", "pods", &p2)["requests.cpu"], 2 * NANO);
+        // a pod deleted long ago with its grace over counts no more; one in its grace does
+        let mut gone = p.clone();
+        gone["metadata"] =
+            json!({"deletionTimestamp": "2020-01-01T00:00:00Z", "deletionGracePeriodSeconds": 30});
+        assert!(usage("", "pods", &gone).is_empty());
+        assert_eq!(chrono_free_parse("1970-01-02T00:00:01Z"), Some(86_401));
+        assert_eq!(chrono_free_parse("2000-03-01T00:00:00Z"), Some(951_868_800));
+        let mut grace = p.clone();
+        grace["metadata"] =
+            json!({"deletionTimestamp": "2999-01-01T00:00:00Z", "deletionGracePeriodSeconds": 30});
+        assert_eq!(usage("", "pods", &grace)["pods"], NANO);
         // terminal pods count for nothing
         let mut done = p;
         done["status"]["phase"] = json!("Succeeded");
