@@ -280,3 +280,107 @@ fn namespace_labels(ctx: &Ctx<'_>, ns: &Value, old: Option<&Value>) -> crate::er
     }
     Ok(())
 }
+
+/// The value of the system classes every cluster has (upstream's
+/// scheduling bootstrap): (name, value, description).
+pub const SYSTEM_PRIORITY_CLASSES: &[(&str, i64, &str)] = &[
+    (
+        "system-node-critical",
+        2_000_001_000,
+        "Used for system critical pods that must not be moved from their current node.",
+    ),
+    (
+        "system-cluster-critical",
+        2_000_000_000,
+        "Used for system critical pods that must run in the cluster, but can be moved to another node if necessary.",
+    ),
+];
+
+/// The Priority admission plugin, as upstream's: a pod's priorityClassName
+/// (or the globalDefault class, or none: 0) gives its spec.priority and
+/// preemptionPolicy; an unknown class or a hand-written priority that
+/// disagrees is refused. A PriorityClass may be the globalDefault only if no
+/// other one is.
+pub fn priority(ctx: &Ctx<'_>, obj: &mut Value) -> crate::error::ApiResult<()> {
+    use crate::error::ApiError;
+    let Some(res) = crate::registry::lookup("scheduling.k8s.io", "v1", "priorityclasses") else {
+        return Ok(());
+    };
+    let classes: Vec<Value> = ctx
+        .api
+        .cache
+        .list(&res.key(&ctx.api.prefix, None, ""), None, 0, &|_, _| true)
+        .items
+        .iter()
+        .filter_map(|e| serde_json::from_slice(&e.data).ok())
+        .collect();
+    let name_of = |v: &Value| {
+        v.pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    if ctx.res.kind == "PriorityClass" {
+        if obj.get("globalDefault").and_then(Value::as_bool) == Some(true) {
+            let me = name_of(obj);
+            if let Some(other) = classes.iter().find(|c| {
+                c.get("globalDefault").and_then(Value::as_bool) == Some(true) && name_of(c) != me
+            }) {
+                return Err(ApiError::forbidden(format!(
+                    "priorityclasses.scheduling.k8s.io {me:?} is forbidden: PriorityClass {} is already marked as default. Only one default can exist",
+                    name_of(other)
+                )));
+            }
+        }
+        return Ok(());
+    }
+    if ctx.res.kind != "Pod" || !ctx.res.group.is_empty() {
+        return Ok(());
+    }
+    let pod_name = name_of(obj);
+    let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) else {
+        return Ok(());
+    };
+    let wanted = spec
+        .get("priorityClassName")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let class = if wanted.is_empty() {
+        classes
+            .iter()
+            .find(|c| c.get("globalDefault").and_then(Value::as_bool) == Some(true))
+    } else {
+        match classes.iter().find(|c| name_of(c) == wanted) {
+            Some(c) => Some(c),
+            None => {
+                return Err(ApiError::forbidden(format!(
+                    "pods {pod_name:?} is forbidden: no PriorityClass with name {wanted} was found"
+                )))
+            }
+        }
+    };
+    let (value, policy) = match class {
+        Some(c) => {
+            spec.insert("priorityClassName".into(), name_of(c).into());
+            (
+                c.get("value").and_then(Value::as_i64).unwrap_or(0),
+                c.get("preemptionPolicy")
+                    .and_then(Value::as_str)
+                    .unwrap_or("PreemptLowerPriority")
+                    .to_string(),
+            )
+        }
+        None => (0, "PreemptLowerPriority".to_string()),
+    };
+    if let Some(given) = spec.get("priority").and_then(Value::as_i64) {
+        if given != value {
+            return Err(ApiError::forbidden(format!(
+                "pods {pod_name:?} is forbidden: the integer value of priority ({given}) must not be provided in pod spec; priority admission controller computed {value} from the given PriorityClass name"
+            )));
+        }
+    }
+    spec.insert("priority".into(), value.into());
+    spec.insert("preemptionPolicy".into(), policy.into());
+    Ok(())
+}

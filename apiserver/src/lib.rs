@@ -530,6 +530,14 @@ async fn bootstrap_once(api: &Arc<Api>, user: &User, cfg: &Config) -> Result<(),
     if api.authz.rbac_on() {
         bootstrap_rbac(api, user).await?;
     }
+    for (name, value, description) in admission::SYSTEM_PRIORITY_CLASSES {
+        let pc = json!({"metadata": {"name": name}, "value": value, "description": description});
+        match store::create(&ctx("priorityclasses", None)?, pc).await {
+            Ok(_) => tracing::info!(priority_class = name, "created system priority class"),
+            Err(e) if exists(&e) => {}
+            Err(e) => return Err(e),
+        }
+    }
     let ip = api.service_ips.first();
     let svc = json!({
         "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"component": "apiserver", "provider": "kubernetes"}},
@@ -559,6 +567,7 @@ pub(crate) fn system_ctx<'a>(
 ) -> Result<store::Ctx<'a>, error::ApiError> {
     let (group, version) = match res {
         "endpointslices" => ("discovery.k8s.io", "v1"),
+        "priorityclasses" => ("scheduling.k8s.io", "v1"),
         "clusterroles" | "clusterrolebindings" | "roles" | "rolebindings" => {
             ("rbac.authorization.k8s.io", "v1")
         }

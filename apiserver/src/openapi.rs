@@ -127,6 +127,7 @@ fn register(g: &mut SchemaGenerator) -> Registered {
     r.add::<batch::v1::CronJob>(g, "batch", "v1", true);
     r.add::<coordination::v1::Lease>(g, "coordination.k8s.io", "v1", true);
     r.add::<discovery::v1::EndpointSlice>(g, "discovery.k8s.io", "v1", true);
+    r.add::<k8s_openapi::api::scheduling::v1::PriorityClass>(g, "scheduling.k8s.io", "v1", true);
     {
         use k8s_openapi::api::rbac::v1 as rbac;
         let group = "rbac.authorization.k8s.io";

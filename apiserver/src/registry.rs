@@ -411,6 +411,20 @@ pub static RESOURCES: &[Resource] = &[
         NONE
     ),
     res!(
+        "scheduling.k8s.io",
+        "v1",
+        "priorityclasses",
+        "priorityclass",
+        "PriorityClass",
+        false,
+        &["pc"],
+        NONE,
+        "priorityclasses",
+        NONE,
+        false,
+        NONE
+    ),
+    res!(
         "discovery.k8s.io",
         "v1",
         "endpointslices",

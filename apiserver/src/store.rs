@@ -358,6 +358,7 @@ pub async fn create(ctx: &Ctx<'_>, mut obj: Value) -> ApiResult<Value> {
     }
     defaults::apply(ctx.res.kind, &mut obj);
     crate::quotas::limit_ranger(ctx, &mut obj)?;
+    crate::admission::priority(ctx, &mut obj)?;
     rbac_guard(ctx, &obj, None)?;
     crate::authz::admit_node(
         ctx.api,

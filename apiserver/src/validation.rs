@@ -3857,6 +3857,44 @@ fn validate_endpoint_slice(es: &Value, create: bool, errs: &mut Vec<FieldError>)
     }
 }
 
+/// Names with `system-` are the system classes' (upstream's reserved prefix);
+/// user classes stay at or below 1,000,000,000.
+fn validate_priority_class(pc: &Value, errs: &mut Vec<FieldError>) {
+    let name = pc
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let system = crate::admission::SYSTEM_PRIORITY_CLASSES
+        .iter()
+        .find(|(n, ..)| *n == name);
+    let value = int(pc, "value");
+    match (system, value) {
+        (_, None) => errs.push(FieldError {
+            reason: "FieldValueRequired",
+            field: "value".into(),
+            message: "Required value".into(),
+        }),
+        (Some((_, v, _)), Some(given)) if given != *v => errs.push(invalid_int(
+            "value",
+            given,
+            &format!("value of system priority class {name} must be {v}"),
+        )),
+        (None, Some(given)) if given > 1_000_000_000 => errs.push(invalid_int(
+            "value",
+            given,
+            "maximum allowed value of a user defined priority is 1000000000",
+        )),
+        _ => {}
+    }
+    if system.is_none() && name.starts_with("system-") {
+        errs.push(FieldError {
+            reason: "FieldValueInvalid",
+            field: "metadata.name".into(),
+            message: format!("Invalid value: {name:?}: priority class names with 'system-' prefix are reserved for system use only"),
+        });
+    }
+}
+
 fn validate_lease(lease: &Value, errs: &mut Vec<FieldError>) {
     let empty = Value::Object(Map::new());
     let spec = lease.get("spec").unwrap_or(&empty);
@@ -4383,6 +4421,7 @@ fn validate_object(kind: &str, obj: &Value, namespaced: bool, create: bool) -> V
         "Endpoints" => validate_endpoints(obj, &mut errs),
         "EndpointSlice" => validate_endpoint_slice(obj, create, &mut errs),
         "Lease" => validate_lease(obj, &mut errs),
+        "PriorityClass" => validate_priority_class(obj, &mut errs),
         "ServiceAccount" => validate_service_account(obj, &mut errs),
         _ => {}
     }

@@ -259,13 +259,26 @@ async fn a_higher_priority_pod_preempts_gracefully() {
     let ts = TestServer::start();
     let (client, _stop) = start(&ts).await;
     node(&client, "only", "2", json!({})).await;
-    pod(&client, "low-a", "1", json!({"spec": {"priority": 0}})).await;
-    pod(&client, "low-b", "1", json!({"spec": {"priority": 0}})).await;
+    // priorities come from PriorityClasses (the Priority admission plugin)
+    let vip: k8s_openapi::api::scheduling::v1::PriorityClass =
+        serde_json::from_value(json!({"metadata": {"name": "vip"}, "value": 1000})).expect("class");
+    Api::<k8s_openapi::api::scheduling::v1::PriorityClass>::all(client.clone())
+        .create(&PostParams::default(), &vip)
+        .await
+        .expect("create priority class");
+    pod(&client, "low-a", "1", json!({})).await;
+    pod(&client, "low-b", "1", json!({})).await;
     assert!(
         node_of(&client, "low-a", 20).await.is_some()
             && node_of(&client, "low-b", 20).await.is_some()
     );
-    pod(&client, "vip", "1", json!({"spec": {"priority": 1000}})).await;
+    pod(
+        &client,
+        "vip",
+        "1",
+        json!({"spec": {"priorityClassName": "vip"}}),
+    )
+    .await;
     // one victim is deleted gracefully: it turns terminating; the preemptor is nominated
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let victim = eventually(10, || async {
