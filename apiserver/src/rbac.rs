@@ -2711,11 +2711,28 @@ fn controller_roles_rules() -> Vec<(&'static str, Vec<PolicyRule>)> {
     ]
 }
 
-/// `system:controller:*` ClusterRoles.
+/// `system:controller:*` ClusterRoles. One deviation from upstream's: where
+/// a role grants `update`, it also grants `patch`, because our controllers
+/// write labels, annotations and status with merge patches where upstream's
+/// Go controllers send updates (the same change, a smaller request).
 pub fn bootstrap_controller_roles() -> Vec<Value> {
     controller_roles_rules()
         .into_iter()
-        .map(|(name, rules)| cluster_role(&format!("{CONTROLLER_PREFIX}{name}"), rules))
+        .map(|(name, rules)| {
+            let rules = rules
+                .into_iter()
+                .map(|mut r| {
+                    if r.verbs.iter().any(|v| v == "update")
+                        && !r.verbs.iter().any(|v| v == "patch")
+                    {
+                        r.verbs.push("patch".into());
+                        r.verbs.sort();
+                    }
+                    r
+                })
+                .collect();
+            cluster_role(&format!("{CONTROLLER_PREFIX}{name}"), rules)
+        })
         .collect()
 }
 

@@ -17,6 +17,13 @@ use tokio::sync::watch;
 /// A client from `--kubeconfig` (or, without one, the in-cluster config or
 /// ~/.kube/config), sending `user_agent` as upstream components do.
 pub async fn client(kubeconfig: Option<&Path>, user_agent: &str) -> anyhow::Result<kube::Client> {
+    Ok(kube::Client::try_from(
+        config(kubeconfig, user_agent).await?,
+    )?)
+}
+
+/// The client configuration `client` builds on (server, CA, credentials, user agent).
+pub async fn config(kubeconfig: Option<&Path>, user_agent: &str) -> anyhow::Result<kube::Config> {
     let mut cfg = match kubeconfig {
         Some(p) => {
             let kc = kube::config::Kubeconfig::read_from(p)?;
@@ -28,7 +35,7 @@ pub async fn client(kubeconfig: Option<&Path>, user_agent: &str) -> anyhow::Resu
     if let Ok(v) = http::HeaderValue::from_str(user_agent) {
         cfg.headers.push((http::header::USER_AGENT, v));
     }
-    Ok(kube::Client::try_from(cfg)?)
+    Ok(cfg)
 }
 
 /// Logging through `tracing`, at upstream's `-v` verbosity (RUST_LOG overrides).

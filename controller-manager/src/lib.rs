@@ -17,6 +17,7 @@ pub mod podgc;
 pub mod replicaset;
 pub mod resourcequota;
 pub mod rootca;
+pub mod sacredentials;
 pub mod serviceaccount;
 pub mod statefulset;
 pub mod ttlafterfinished;

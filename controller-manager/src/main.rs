@@ -54,6 +54,9 @@ struct Flags {
     /// The cluster's CA bundle, published in every namespace as the kube-root-ca.crt ConfigMap.
     #[arg(long)]
     root_ca_file: Option<PathBuf>,
+    /// Run each controller as its own service account in kube-system.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    use_service_account_credentials: bool,
     /// Give every node a pod CIDR from --cluster-cidr.
     #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     allocate_node_cidrs: bool,
@@ -148,11 +151,13 @@ async fn main() -> anyhow::Result<()> {
         unhealthy_zone_threshold: flags.unhealthy_zone_threshold,
         large_cluster_size_threshold: flags.large_cluster_size_threshold,
     });
-    let client = common::client(
+    let base = common::config(
         flags.kubeconfig.as_deref(),
         "kube-controller-manager/v1.33.0",
     )
     .await?;
+    let client = kube::Client::try_from(base.clone())?;
+    let use_sa = flags.use_service_account_credentials;
     let shutdown = common::shutdown_on_signals();
     let registry = prometheus::Registry::new();
     let health = common::server::Health::new();
@@ -165,6 +170,24 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     let work = move |stop: tokio::sync::watch::Receiver<bool>| async move {
         let informers = common::informers::Informers::new(client.clone(), None, stop.clone());
+        let credentials = if use_sa {
+            let names: Vec<&str> = chosen.iter().map(|e| e.name).collect();
+            loop {
+                match controllers::sacredentials::Credentials::new(&client, &base, &names).await {
+                    Ok(c) => break Some(std::sync::Arc::new(c)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "service-account credentials for the controllers; retrying");
+                        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                    }
+                }
+            }
+        } else {
+            None
+        };
+        if let Some(c) = &credentials {
+            let (c, root, stop) = (c.clone(), client.clone(), stop.clone());
+            tokio::spawn(async move { c.renew(root, stop).await });
+        }
         let ctx = Ctx {
             client,
             informers,
@@ -174,7 +197,11 @@ async fn main() -> anyhow::Result<()> {
         let mut running = Vec::new();
         for e in chosen {
             tracing::info!(controller = e.name, "starting");
-            running.push(tokio::spawn((e.start)(ctx.clone())));
+            let mut own = ctx.clone();
+            if let Some(c) = credentials.as_ref().and_then(|c| c.client_for(e.name)) {
+                own.client = c;
+            }
+            running.push(tokio::spawn((e.start)(own)));
         }
         for r in running {
             let _ = r.await;
