@@ -5,25 +5,33 @@
 # kube-proxy), starts a registry with a busybox image, waits until every node
 # is Ready, and writes _output/local/admin.kubeconfig.
 #
-#   hack/local-up-cluster.sh [--nodes N]     (default 2; 0: control plane only)
-#   hack/local-down-cluster.sh               stops everything it started
+#   hack/local-up-cluster.sh [--nodes N] [--ha]   (nodes: default 2; 0: control plane only)
+#   hack/local-down-cluster.sh                     stops everything it started
+#
+# --ha: a highly available control plane (hack/lib/ha.sh, docs/ha.md): three etcd
+# members (peer and client TLS), three kube-apiservers on HARNESS_NET.11-13 behind
+# haproxy on 127.0.0.1:6443 and HARNESS_NET.1:6443, two controller-managers and two
+# schedulers (leader-elected); node i is then HARNESS_NET.20+i.
 #
 # Environment: API_PORT (6443), ETCD_PORT (12379), SCHEDULER_PORT (10259), ADVERTISE_ADDRESS (127.0.0.1),
 # SERVICE_CLUSTER_IP_RANGE (10.0.0.0/24), CARGO_TARGET_DIR, OUT_DIR (_output/local),
 # IRONKUBE_BIN (use the binaries there instead of building), CONTROLLER_MANAGER_FLAGS (added flags),
-# AUTHORIZATION_MODE (Node,RBAC).
+# AUTHORIZATION_MODE (Node,RBAC), SHUTDOWN_DELAY_DURATION (--ha: the apiservers', 3s).
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 source "$(dirname "$0")/lib/pki.sh"
 source "$(dirname "$0")/lib/nodes.sh"
 source "$(dirname "$0")/lib/images.sh"
+source "$(dirname "$0")/lib/ha.sh"
 
 NODES=2
+HA=0
 while (($#)); do
   case $1 in
     --nodes) NODES=${2:?--nodes needs a number}; shift 2 ;;
     --nodes=*) NODES=${1#--nodes=}; shift ;;
-    -h | --help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --ha) HA=1; shift ;;
+    -h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
 done
@@ -40,7 +48,7 @@ PKI=$OUT_DIR/pki
 KUBECONFIG_OUT=$OUT_DIR/admin.kubeconfig
 mkdir -p "$LOGS" "$PKI"
 
-running() { [[ -f "$OUT_DIR/$1.pid" ]] && kill -0 "$(cat "$OUT_DIR/$1.pid")" 2>/dev/null; }
+running() { ironkube::alive "$OUT_DIR/$1.pid"; }
 
 nodes_running() {
   local i
@@ -48,10 +56,28 @@ nodes_running() {
     [[ -f "$(ironkube::node_dir "$i")/kubelet.pid" ]] && kill -0 "$(cat "$(ironkube::node_dir "$i")/kubelet.pid")" 2>/dev/null || return 1
   done
 }
-if running etcd && running kube-apiserver && running kube-controller-manager && running kube-scheduler && nodes_running; then
-  log "the local cluster is already running (hack/local-down-cluster.sh stops it)"
-  log "export KUBECONFIG=$KUBECONFIG_OUT"
-  exit 0
+if ((HA)); then
+  HARNESS_NODE_BASE=20
+  SHUTDOWN_DELAY_DURATION=${SHUTDOWN_DELAY_DURATION:-3s}
+  if running etcd || running kube-apiserver; then
+    die "a cluster without --ha runs from $OUT_DIR: stop it first (hack/local-down-cluster.sh)"
+  fi
+  all_running=1
+  for n in $(ironkube::ha_names); do running "$n" || all_running=0; done
+  if ((all_running)) && nodes_running; then
+    log "the local HA cluster is already running (hack/local-down-cluster.sh stops it)"
+    log "export KUBECONFIG=$KUBECONFIG_OUT"
+    exit 0
+  fi
+else
+  if running etcd-1 || running haproxy; then
+    die "an --ha cluster runs from $OUT_DIR: stop it first (hack/local-down-cluster.sh), or add --ha"
+  fi
+  if running etcd && running kube-apiserver && running kube-controller-manager && running kube-scheduler && nodes_running; then
+    log "the local cluster is already running (hack/local-down-cluster.sh stops it)"
+    log "export KUBECONFIG=$KUBECONFIG_OUT"
+    exit 0
+  fi
 fi
 
 # a failure half-way leaves nothing half-started
@@ -59,6 +85,8 @@ started=0
 cleanup_on_error() {
   if ((started)) && [[ ${UP_OK:-0} != 1 ]]; then
     log "start-up failed; stopping what was started (logs in $LOGS)"
+    # what local-down kills is no job of this shell's to report
+    disown -a 2>/dev/null || true
     "$IRONKUBE_ROOT/hack/local-down-cluster.sh" --keep-logs >/dev/null 2>&1 || true
   fi
 }
@@ -81,47 +109,121 @@ else
 fi
 
 log "making the PKI in $PKI"
-ironkube::pki "$PKI" "$ADVERTISE_ADDRESS" "$SERVICE_IP" "$HARNESS_NET.1"
+if ((HA)); then
+  # the load balancer's addresses (127.0.0.1 is always in) and each apiserver's own
+  ironkube::pki "$PKI" 127.0.0.1 "$SERVICE_IP" "$HARNESS_NET.1" \
+    $(for ((i = 1; i <= HA_APISERVERS; i++)); do ironkube::apiserver_ip "$i"; done)
+  ironkube::pki_etcd "$PKI"
+else
+  ironkube::pki "$PKI" "$ADVERTISE_ADDRESS" "$SERVICE_IP" "$HARNESS_NET.1"
+fi
 if [[ ! -f "$PKI/tokens.csv" ]]; then
   (umask 077; echo "$(openssl rand -hex 16),admin-token,admin-token,\"system:masters\"" > "$PKI/tokens.csv")
 fi
 
-started=1
-running etcd || {
-  log "starting etcd on 127.0.0.1:$ETCD_PORT"
-  rm -rf "$OUT_DIR/etcd"
-  ironkube::launch "$OUT_DIR/etcd.pid" "$LOGS/etcd.log" \
-    etcd --name=local --data-dir="$OUT_DIR/etcd" \
-    --listen-client-urls="http://127.0.0.1:$ETCD_PORT" --advertise-client-urls="http://127.0.0.1:$ETCD_PORT" \
-    --listen-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" \
-    --initial-cluster="local=http://127.0.0.1:$ETCD_PEER_PORT"
-  ironkube::wait_url "http://127.0.0.1:$ETCD_PORT/health" 30 || die "etcd did not become healthy (see $LOGS/etcd.log)"
-}
-
-log "starting kube-apiserver on https://$ADVERTISE_ADDRESS:$API_PORT"
-ironkube::launch "$OUT_DIR/kube-apiserver.pid" "$LOGS/kube-apiserver.log" "$BIN/kube-apiserver" \
-  --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
-  --secure-port="$API_PORT" \
-  --advertise-address="$ADVERTISE_ADDRESS" \
-  --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
-  --client-ca-file="$PKI/ca.crt" \
-  --token-auth-file="$PKI/tokens.csv" \
-  --service-cluster-ip-range="$SERVICE_CLUSTER_IP_RANGE" \
-  --kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt" --kubelet-client-key="$PKI/apiserver-kubelet-client.key" \
-  --kubelet-certificate-authority="$PKI/ca.crt" \
-  --kubelet-preferred-address-types=InternalIP,Hostname \
-  --service-account-issuer=https://kubernetes.default.svc.cluster.local \
-  --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key" \
-  --authorization-mode="${AUTHORIZATION_MODE:-Node,RBAC}" \
+# the apiservers' flags but for etcd, the port and the addresses
+APISERVER_FLAGS=(
+  --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key"
+  --client-ca-file="$PKI/ca.crt"
+  --token-auth-file="$PKI/tokens.csv"
+  --service-cluster-ip-range="$SERVICE_CLUSTER_IP_RANGE"
+  --kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt" --kubelet-client-key="$PKI/apiserver-kubelet-client.key"
+  --kubelet-certificate-authority="$PKI/ca.crt"
+  --kubelet-preferred-address-types=InternalIP,Hostname
+  --service-account-issuer=https://kubernetes.default.svc.cluster.local
+  --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key"
+  --authorization-mode="${AUTHORIZATION_MODE:-Node,RBAC}"
   --encryption-provider-config="$PKI/encryption.yaml"
-ironkube::wait_url "https://127.0.0.1:$API_PORT/readyz" 60 --cacert "$PKI/ca.crt" ||
-  die "kube-apiserver did not become ready (see $LOGS/kube-apiserver.log)"
+)
+
+started=1
+if ((HA)); then
+  log "making the harness network ($HARNESS_BRIDGE, $HARNESS_NET.0/24) with the apiservers' addresses"
+  ironkube::harness_net_up
+  ironkube::harness_cp_addrs_up
+
+  # a new cluster when no member runs; a member that stopped rejoins with its data
+  any=0
+  for ((i = 1; i <= HA_ETCD_MEMBERS; i++)); do running "etcd-$i" && any=1; done
+  if ((any == 0)); then
+    for ((i = 1; i <= HA_ETCD_MEMBERS; i++)); do rm -rf "$OUT_DIR/etcd-$i"; done
+  fi
+  for ((i = 1; i <= HA_ETCD_MEMBERS; i++)); do
+    running "etcd-$i" && continue
+    log "starting etcd-$i on https://127.0.0.1:$(ironkube::etcd_client_port "$i") (peers on :$(ironkube::etcd_peer_port "$i"))"
+    ironkube::launch_etcd_member "$i" "$PKI" "$LOGS"
+  done
+  log "waiting for the etcd cluster to be healthy"
+  for ((t = 0; t < 60; t++)); do
+    ironkube::etcdctl "$PKI" endpoint health >/dev/null 2>&1 && break
+    sleep 1
+  done
+  health=$(ironkube::etcdctl "$PKI" endpoint health 2>&1) ||
+    die "etcd did not become healthy (see $LOGS/etcd-*.log): $health"
+  {
+    echo "# source it, then: etcdctl member list -w table; etcdctl endpoint status -w table --cluster"
+    echo "export ETCDCTL_API=3 ETCDCTL_ENDPOINTS=$(ironkube::etcd_endpoints)"
+    echo "export ETCDCTL_CACERT=$PKI/ca.crt ETCDCTL_CERT=$PKI/etcd-healthcheck-client.crt ETCDCTL_KEY=$PKI/etcd-healthcheck-client.key"
+  } >"$OUT_DIR/etcdctl.env"
+
+  for ((i = 1; i <= HA_APISERVERS; i++)); do
+    running "kube-apiserver-$i" && continue
+    ip=$(ironkube::apiserver_ip "$i")
+    log "starting kube-apiserver-$i on https://$ip:$HA_APISERVER_PORT"
+    ironkube::launch "$OUT_DIR/kube-apiserver-$i.pid" "$LOGS/kube-apiserver-$i.log" "$BIN/kube-apiserver" \
+      --etcd-servers="$(ironkube::etcd_endpoints)" \
+      --etcd-cafile="$PKI/ca.crt" --etcd-certfile="$PKI/apiserver-etcd-client.crt" --etcd-keyfile="$PKI/apiserver-etcd-client.key" \
+      --secure-port="$HA_APISERVER_PORT" --bind-address="$ip" --advertise-address="$ip" \
+      "${APISERVER_FLAGS[@]}" \
+      --endpoint-reconciler-type=lease --shutdown-delay-duration="$SHUTDOWN_DELAY_DURATION"
+  done
+  for ((i = 1; i <= HA_APISERVERS; i++)); do
+    ironkube::wait_url "https://$(ironkube::apiserver_ip "$i"):$HA_APISERVER_PORT/readyz" 120 --cacert "$PKI/ca.crt" ||
+      die "kube-apiserver-$i did not become ready (see $LOGS/kube-apiserver-$i.log)"
+  done
+
+  if ! running haproxy; then
+    log "starting haproxy on 127.0.0.1:$API_PORT and $HARNESS_NET.1:$API_PORT"
+    ironkube::haproxy_cfg "$OUT_DIR/haproxy.cfg" "$API_PORT"
+    haproxy -c -q -f "$OUT_DIR/haproxy.cfg" || die "haproxy refuses $OUT_DIR/haproxy.cfg"
+    ironkube::launch "$OUT_DIR/haproxy.pid" "$LOGS/haproxy.log" haproxy -db -f "$OUT_DIR/haproxy.cfg"
+  fi
+  for lb in 127.0.0.1 "$HARNESS_NET.1"; do
+    for ((t = 0; t < 30; t++)); do
+      running haproxy || die "haproxy exited: $(tail -n 3 "$LOGS/haproxy.log")"
+      ironkube::wait_url "https://$lb:$API_PORT/readyz" 1 --cacert "$PKI/ca.crt" && break
+    done
+    ((t < 30)) || die "no apiserver answers through haproxy on $lb:$API_PORT (see $LOGS/haproxy.log)"
+  done
+  ADMIN_SERVER=https://127.0.0.1:$API_PORT
+else
+  running etcd || {
+    log "starting etcd on 127.0.0.1:$ETCD_PORT"
+    rm -rf "$OUT_DIR/etcd"
+    ironkube::launch "$OUT_DIR/etcd.pid" "$LOGS/etcd.log" \
+      etcd --name=local --data-dir="$OUT_DIR/etcd" \
+      --listen-client-urls="http://127.0.0.1:$ETCD_PORT" --advertise-client-urls="http://127.0.0.1:$ETCD_PORT" \
+      --listen-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" \
+      --initial-cluster="local=http://127.0.0.1:$ETCD_PEER_PORT"
+    ironkube::wait_url "http://127.0.0.1:$ETCD_PORT/health" 30 || die "etcd did not become healthy (see $LOGS/etcd.log)"
+  }
+
+  log "starting kube-apiserver on https://$ADVERTISE_ADDRESS:$API_PORT"
+  ironkube::launch "$OUT_DIR/kube-apiserver.pid" "$LOGS/kube-apiserver.log" "$BIN/kube-apiserver" \
+    --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
+    --secure-port="$API_PORT" \
+    --advertise-address="$ADVERTISE_ADDRESS" \
+    "${APISERVER_FLAGS[@]}"
+  ironkube::wait_url "https://127.0.0.1:$API_PORT/readyz" 60 --cacert "$PKI/ca.crt" ||
+    die "kube-apiserver did not become ready (see $LOGS/kube-apiserver.log)"
+  ADMIN_SERVER=https://$ADVERTISE_ADDRESS:$API_PORT
+fi
 
 KUBECTL=$(ironkube::kubectl)
 log "writing $KUBECONFIG_OUT"
 rm -f "$KUBECONFIG_OUT"
 kc() { "$KUBECTL" --kubeconfig="$KUBECONFIG_OUT" "$@" >/dev/null; }
-kc config set-cluster local --server="https://$ADVERTISE_ADDRESS:$API_PORT" --certificate-authority="$PKI/ca.crt" --embed-certs=true
+kc config set-cluster local --server="$ADMIN_SERVER" --certificate-authority="$PKI/ca.crt" --embed-certs=true
 kc config set-credentials admin --client-certificate="$PKI/admin.crt" --client-key="$PKI/admin.key" --embed-certs=true
 kc config set-context local --cluster=local --user=admin --namespace=default
 kc config use-context local
@@ -143,22 +245,55 @@ chmod 600 "$KUBECONFIG_OUT"
 for c in controller-manager scheduler; do
   ironkube::kubeconfig "$OUT_DIR/$c.kubeconfig" "https://127.0.0.1:$API_PORT" "$PKI/ca.crt" "$PKI/$c.crt" "$PKI/$c.key" "$KUBECTL"
 done
-log "starting kube-controller-manager"
-ironkube::launch "$OUT_DIR/kube-controller-manager.pid" "$LOGS/kube-controller-manager.log" \
-  "$BIN/kube-controller-manager" --kubeconfig="$OUT_DIR/controller-manager.kubeconfig" --bind-address=127.0.0.1 --secure-port="${CONTROLLER_MANAGER_PORT:-10257}" \
-  --root-ca-file="$PKI/ca.crt" \
-  ${CONTROLLER_MANAGER_FLAGS:-}
-ironkube::wait_url "http://127.0.0.1:${CONTROLLER_MANAGER_PORT:-10257}/healthz" 30 || die "kube-controller-manager did not start (see $LOGS/kube-controller-manager.log)"
+if ((HA)); then
+  # two of each, leader-elected (a Lease in kube-system each), on ports of their own
+  for ((i = 1; i <= HA_REPLICAS; i++)); do
+    port=$((${CONTROLLER_MANAGER_PORT:-10257} + 10 * (i - 1)))
+    if ! running "kube-controller-manager-$i"; then
+      log "starting kube-controller-manager-$i (health on 127.0.0.1:$port)"
+      ironkube::launch "$OUT_DIR/kube-controller-manager-$i.pid" "$LOGS/kube-controller-manager-$i.log" \
+        "$BIN/kube-controller-manager" --kubeconfig="$OUT_DIR/controller-manager.kubeconfig" --bind-address=127.0.0.1 --secure-port="$port" \
+        --leader-elect=true --root-ca-file="$PKI/ca.crt" \
+        ${CONTROLLER_MANAGER_FLAGS:-}
+    fi
+    ironkube::wait_url "http://127.0.0.1:$port/healthz" 30 || die "kube-controller-manager-$i did not start (see $LOGS/kube-controller-manager-$i.log)"
+  done
+  for ((i = 1; i <= HA_REPLICAS; i++)); do
+    port=$((${SCHEDULER_PORT:-10259} + 10 * (i - 1)))
+    if ! running "kube-scheduler-$i"; then
+      log "starting kube-scheduler-$i (health on 127.0.0.1:$port)"
+      ironkube::launch "$OUT_DIR/kube-scheduler-$i.pid" "$LOGS/kube-scheduler-$i.log" \
+        "$BIN/kube-scheduler" --kubeconfig="$OUT_DIR/scheduler.kubeconfig" --bind-address=127.0.0.1 --secure-port="$port" \
+        --leader-elect=true
+    fi
+    ironkube::wait_url "http://127.0.0.1:$port/healthz" 30 || die "kube-scheduler-$i did not start (see $LOGS/kube-scheduler-$i.log)"
+  done
+else
+  log "starting kube-controller-manager"
+  ironkube::launch "$OUT_DIR/kube-controller-manager.pid" "$LOGS/kube-controller-manager.log" \
+    "$BIN/kube-controller-manager" --kubeconfig="$OUT_DIR/controller-manager.kubeconfig" --bind-address=127.0.0.1 --secure-port="${CONTROLLER_MANAGER_PORT:-10257}" \
+    --root-ca-file="$PKI/ca.crt" \
+    ${CONTROLLER_MANAGER_FLAGS:-}
+  ironkube::wait_url "http://127.0.0.1:${CONTROLLER_MANAGER_PORT:-10257}/healthz" 30 || die "kube-controller-manager did not start (see $LOGS/kube-controller-manager.log)"
 
-log "starting kube-scheduler"
-ironkube::launch "$OUT_DIR/kube-scheduler.pid" "$LOGS/kube-scheduler.log" \
-  "$BIN/kube-scheduler" --kubeconfig="$OUT_DIR/scheduler.kubeconfig" --bind-address=127.0.0.1 --secure-port="${SCHEDULER_PORT:-10259}"
-ironkube::wait_url "http://127.0.0.1:${SCHEDULER_PORT:-10259}/healthz" 30 || die "kube-scheduler did not start (see $LOGS/kube-scheduler.log)"
+  log "starting kube-scheduler"
+  ironkube::launch "$OUT_DIR/kube-scheduler.pid" "$LOGS/kube-scheduler.log" \
+    "$BIN/kube-scheduler" --kubeconfig="$OUT_DIR/scheduler.kubeconfig" --bind-address=127.0.0.1 --secure-port="${SCHEDULER_PORT:-10259}"
+  ironkube::wait_url "http://127.0.0.1:${SCHEDULER_PORT:-10259}/healthz" 30 || die "kube-scheduler did not start (see $LOGS/kube-scheduler.log)"
+fi
+
+# what hack/fault.sh needs: the kind of cluster, how to bring a node back
+API_SERVER_NODE=https://$HARNESS_NET.1:$API_PORT
+REGISTRY_ADDR=$HARNESS_NET.1:5000
+write_cluster_env() {
+  declare -p HA NODES BIN PKI KUBECTL API_SERVER_NODE REGISTRY_ADDR CLUSTER_CIDR HARNESS_NET HARNESS_BRIDGE \
+    HARNESS_NODE_BASE KUBECONFIG_OUT >"$OUT_DIR/cluster.env"
+}
+if ((HA)); then write_cluster_env; fi
 
 if ((NODES > 0)); then
   log "making the harness network ($HARNESS_BRIDGE, $HARNESS_NET.0/24)"
   ironkube::harness_net_up
-  REGISTRY_ADDR=$HARNESS_NET.1:5000
   if ! { [[ -f $OUT_DIR/registry/registry.pid ]] && ironkube::_registry_alive "$(cat "$OUT_DIR/registry/registry.pid")"; }; then
     log "starting a registry on $REGISTRY_ADDR and pushing the busybox image"
     ironkube::build_busybox_image "$OUT_DIR/images/busybox" >/dev/null
@@ -166,12 +301,8 @@ if ((NODES > 0)); then
     ironkube::push_image "$OUT_DIR/images/busybox" "$REGISTRY_ADDR/busybox:latest" >/dev/null
   fi
   echo "BUSYBOX_IMAGE=$REGISTRY_ADDR/busybox:latest" >"$OUT_DIR/images.env"
-  API_SERVER_NODE=https://$HARNESS_NET.1:$API_PORT
   ironkube::kubeconfig "$OUT_DIR/kube-proxy.kubeconfig" "$API_SERVER_NODE" "$PKI/ca.crt" "$PKI/kube-proxy.crt" "$PKI/kube-proxy.key" "$KUBECTL"
-  # what hack/fault.sh needs to bring a node back
-  {
-    declare -p NODES BIN PKI KUBECTL API_SERVER_NODE REGISTRY_ADDR CLUSTER_CIDR HARNESS_NET HARNESS_BRIDGE KUBECONFIG_OUT
-  } >"$OUT_DIR/cluster.env"
+  write_cluster_env
   for ((i = 1; i <= NODES; i++)); do
     log "starting node-$i ($(ironkube::node_ip "$i"), pods $(ironkube::node_cidr "$i"))"
     ironkube::node_down "$i"
@@ -187,6 +318,22 @@ if ((NODES > 0)); then
   ((ready >= NODES)) || die "only $ready of $NODES nodes became Ready (see $OUT_DIR/nodes/*/logs/)"
 fi
 UP_OK=1
+if ((HA)); then
+  cat >&2 <<MSG
+
+  The local HA cluster is up: etcd-1..3 (https://127.0.0.1:12379,22379,32379), kube-apiserver-1..3
+  ($(ironkube::apiserver_ip 1)-13:$HA_APISERVER_PORT) behind haproxy (127.0.0.1:$API_PORT, $HARNESS_NET.1:$API_PORT),
+  kube-controller-manager-1..2, kube-scheduler-1..2; $NODES worker node(s) (node i on $HARNESS_NET.$HARNESS_NODE_BASE+i).
+  Logs:        $LOGS/
+  Use it:      export KUBECONFIG=$KUBECONFIG_OUT
+               kubectl get nodes
+               source $OUT_DIR/etcdctl.env; etcdctl member list -w table
+  Break it:    hack/fault.sh status; hack/fault.sh kill kube-apiserver-2; hack/fault.sh partition etcd-3
+  Stop it:     hack/local-down-cluster.sh
+
+MSG
+  exit 0
+fi
 cat >&2 <<MSG
 
   The local cluster is up (control plane: etcd, kube-apiserver, kube-controller-manager, kube-scheduler;

@@ -15,6 +15,9 @@
 #     found: /usr/bin/etcd, and ironkube's in $IRONKUBE_BIN (default: the
 #     release directory of the build's target dir). Missing binaries are skipped.
 #  4. The checker itself: a copy of a unit broken on purpose must be rejected.
+#  5. The sample haproxy configuration (hack/systemd/haproxy/*.cfg, docs/ha.md)
+#     passes `haproxy -c` (when haproxy is installed), its CA file swapped for
+#     a throw-away one; a copy broken on purpose must not.
 #
 #   hack/verify-systemd.sh        runs every check; exits non-zero if any failed
 #
@@ -151,6 +154,33 @@ for b in "$broken"/*.service; do
     log "  ok    a broken $(basename "$b") is rejected"
   fi
 done
+
+log "haproxy configuration"
+if ! command -v haproxy >/dev/null; then
+  log "  skip  haproxy is not installed"
+else
+  openssl req -x509 -new -nodes -newkey rsa:2048 -days 1 -subj /CN=verify-systemd \
+    -keyout "$TMP/ca.key" -out "$TMP/ca.crt" 2>/dev/null
+  for cfg in "$UNITS_DIR"/haproxy/*.cfg; do
+    [[ -f $cfg ]] || continue
+    rel=${cfg#"$IRONKUBE_ROOT"/}
+    sed "s#ca-file [^ ]*#ca-file $TMP/ca.crt#" "$cfg" >"$TMP/haproxy.cfg"
+    if out=$(haproxy -c -f "$TMP/haproxy.cfg" 2>&1) && ! grep -q WARNING <<<"$out"; then
+      log "  ok    $rel"
+    else
+      printf '%s\n' "$out" | sed 's/^/    /' >&2
+      log "  FAIL  $rel"
+      failed=1
+    fi
+    sed 's/^\( *\)timeout tunnel /\1timeout tunel /' "$TMP/haproxy.cfg" >"$TMP/broken.cfg"
+    if haproxy -c -f "$TMP/broken.cfg" >/dev/null 2>&1; then
+      log "  FAIL  a broken $(basename "$cfg") passed haproxy -c: this check checks nothing"
+      failed=1
+    else
+      log "  ok    a broken $(basename "$cfg") is rejected"
+    fi
+  done
+fi
 
 ((failed == 0)) || die "systemd units: errors above"
 log "systemd units: all good"

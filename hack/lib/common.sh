@@ -20,7 +20,7 @@ ironkube::target_dir() {
 # Install the Debian packages the project needs, only those missing.
 ironkube::ensure_packages() {
   local want=(etcd-server etcd-client protobuf-compiler openssl curl ca-certificates nftables iproute2 conntrack socat
-    libseccomp-dev containernetworking-plugins iptables util-linux busybox-static docker-registry skopeo umoci)
+    libseccomp-dev containernetworking-plugins iptables util-linux busybox-static docker-registry skopeo umoci haproxy)
   local missing=()
   for p in "${want[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -31,6 +31,11 @@ ironkube::ensure_packages() {
     DEBIAN_FRONTEND=noninteractive apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     # Debian starts a system etcd on 2379 when the package is installed; ours use their own ports
+    # Debian enables and starts haproxy.service with its empty default config
+    # (no listeners); --ha runs a haproxy of its own, so the package's gives way
+    if [[ " ${missing[*]} " == *" haproxy "* ]] && [[ -d /run/systemd/system ]]; then
+      systemctl disable --now haproxy.service >/dev/null 2>&1 || true
+    fi
   fi
   command -v cargo >/dev/null || die "cargo not found: install a Rust toolchain (rustup)"
 }
@@ -67,7 +72,7 @@ ironkube::stop_pidfile() {
   pid=$(cat "$f")
   if kill -0 "$pid" 2>/dev/null; then
     kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    for ((i = 0; i < 50; i++)); do ironkube::pid_alive "$pid" || break; sleep 0.2; done
     kill -KILL "$pid" 2>/dev/null || true
   fi
   rm -f "$f"
@@ -95,5 +100,36 @@ ironkube::relaunch() {
   echo $! >"$pidfile"
 }
 
+# ironkube::stop_pidfiles [--signal SIG] PIDFILE...: stop them all at once
+# (SIG, TERM by default, to every one, wait up to 10 s for all, then KILL),
+# e.g. replicas that each take a few seconds to shut down gracefully.
+ironkube::stop_pidfiles() {
+  local sig=TERM f pids=() pid i alive
+  if [[ ${1:-} == --signal ]]; then sig=$2; shift 2; fi
+  for f in "$@"; do
+    [[ -f $f ]] || continue
+    pid=$(cat "$f")
+    kill -"$sig" "$pid" 2>/dev/null && pids+=("$pid")
+  done
+  for ((i = 0; i < 50; i++)); do
+    alive=0
+    for pid in "${pids[@]}"; do ironkube::pid_alive "$pid" && alive=1; done
+    ((alive)) || break
+    sleep 0.2
+  done
+  for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+  rm -f "$@"
+}
+
+# ironkube::pid_alive PID: the process runs (a zombie, dead but not yet
+# reaped by its parent, does not: the harness's processes outlive the script
+# that started them, and init may take a while to reap them).
+ironkube::pid_alive() {
+  local state
+  kill -0 "$1" 2>/dev/null || return 1
+  state=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || return 1
+  [[ -n $state && $state != Z ]]
+}
+
 # ironkube::alive PIDFILE: the process it names runs.
-ironkube::alive() { [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+ironkube::alive() { [[ -f $1 ]] && ironkube::pid_alive "$(cat "$1")"; }

@@ -7,9 +7,11 @@
 
 HARNESS_BRIDGE=${HARNESS_BRIDGE:-ikbr0}
 HARNESS_NET=${HARNESS_NET:-10.240.0}     # /24: .1 is the machine, .10+i node i
+# with --ha the apiservers have .11-.13 and node i is .20+i
+HARNESS_NODE_BASE=${HARNESS_NODE_BASE:-10}
 CLUSTER_CIDR=${CLUSTER_CIDR:-10.244.0.0/16}
 
-ironkube::node_ip() { echo "$HARNESS_NET.$((10 + $1))"; }
+ironkube::node_ip() { echo "$HARNESS_NET.$((HARNESS_NODE_BASE + $1))"; }
 ironkube::node_cidr() { echo "10.244.$1.0/24"; }
 ironkube::node_netns() { echo "ironkube-node-$1"; }
 ironkube::node_dir() { echo "$OUT_DIR/nodes/node-$1"; }

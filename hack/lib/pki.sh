@@ -1,15 +1,30 @@
 # PKI for a local cluster, made with openssl. Idempotent: existing files are kept.
-# Usage: ironkube::pki DIR ADVERTISE_IP SERVICE_IP [EXTRA_IP...]
+# Usage: ironkube::pki DIR ADVERTISE_IP SERVICE_IP [EXTRA_SAN...]
+# Each EXTRA_SAN (an IPv4 address or a DNS name) is one more subject
+# alternative name of the apiserver's serving certificate: the bridge address,
+# each apiserver's own address and the load balancer's with --ha.
+
+# ironkube::_san NAME: IP:NAME for an IPv4 address, DNS:NAME otherwise.
+ironkube::_san() {
+  if [[ $1 =~ ^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$ ]]; then echo "IP:$1"; else echo "DNS:$1"; fi
+}
+
+# ironkube::_cert_has_san CERT SAN: the certificate lists SAN (IP:x or DNS:x).
+ironkube::_cert_has_san() {
+  local want=$2
+  [[ $want == IP:* ]] && want="IP Address:${want#IP:}"
+  openssl x509 -in "$1" -noout -ext subjectAltName 2>/dev/null | tr ',' '\n' | sed 's/^ *//' | grep -qxF "$want"
+}
 
 ironkube::pki() {
   local dir=$1 ip=$2 svc_ip=$3 extra_san="" x
   shift 3
-  for x in "$@"; do extra_san+=",IP:$x"; done
+  for x in "$@"; do extra_san+=",$(ironkube::_san "$x")"; done
   mkdir -p "$dir"
   # a serving cert made before an address was added is made again
   if [[ -f $dir/apiserver.crt ]]; then
     for x in "$@"; do
-      openssl x509 -in "$dir/apiserver.crt" -noout -text 2>/dev/null | grep -q "IP Address:$x\b" ||
+      ironkube::_cert_has_san "$dir/apiserver.crt" "$(ironkube::_san "$x")" ||
         rm -f "$dir/apiserver.crt" "$dir/apiserver.key"
     done
   fi
@@ -74,10 +89,33 @@ ironkube::pki_node() {
   (
     cd "$dir"
     umask 077
+    # made for another address (a node's address differs with --ha): made again
+    if [[ -f $name-serving.crt ]] && ! ironkube::_cert_has_san "$name-serving.crt" "IP:$ip"; then
+      rm -f "$name-serving.crt" "$name-serving.key"
+    fi
     ironkube::_cert "$name" "/O=system:nodes/CN=system:node:$name" \
       "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n"
     ironkube::_cert "$name-serving" "/CN=$name" \
       "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:$name,IP:$ip\n"
+  )
+}
+
+# ironkube::pki_etcd DIR: TLS for an etcd cluster whose members all listen on
+# 127.0.0.1 (local-up-cluster.sh --ha), signed by the cluster CA in DIR:
+# etcd-server (client TLS; clientAuth too, as etcd's gRPC gateway dials its own
+# client port with it), etcd-peer (member to member, both ends show it), the
+# apiserver's client certificate for etcd and etcdctl's.
+ironkube::pki_etcd() {
+  local dir=$1
+  local both="basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n"
+  local client="basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n"
+  (
+    cd "$dir"
+    umask 077
+    ironkube::_cert etcd-server "/CN=etcd-server" "$both"
+    ironkube::_cert etcd-peer "/CN=etcd-peer" "$both"
+    ironkube::_cert apiserver-etcd-client "/CN=kube-apiserver-etcd-client" "$client"
+    ironkube::_cert etcd-healthcheck-client "/CN=kube-etcd-healthcheck-client" "$client"
   )
 }
 
