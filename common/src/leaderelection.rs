@@ -111,6 +111,8 @@ pub struct LeaderElector {
     cfg: LeaderElectionConfig,
     /// the spec we last saw and when we saw it change
     observed: Option<(LeaseSpec, Instant)>,
+    /// when the other holder's lease runs out, as last observed
+    expires: Option<Instant>,
 }
 
 fn now() -> MicroTime {
@@ -123,6 +125,7 @@ impl LeaderElector {
             api: Api::namespaced(client, &cfg.namespace),
             cfg,
             observed: None,
+            expires: None,
         }
     }
 
@@ -169,8 +172,10 @@ impl LeaderElector {
             .map(|(_, t)| *t)
             .unwrap_or_else(Instant::now);
         if held_by_other && seen_at + duration > Instant::now() {
+            self.expires = Some(seen_at + duration);
             return Ok(false);
         }
+        self.expires = None;
         let mut next = spec.clone();
         if holder != me {
             next.acquire_time = Some(now());
@@ -237,7 +242,14 @@ impl LeaderElector {
                     tracing::warn!(lease = %self.cfg.name, error = %e, "acquiring the leader lease")
                 }
             }
-            let wait = self.jittered();
+            // a lease seen expiring before the next jittered try is tried at once
+            // when it expires, so a dead leader is replaced a lease after it was
+            // last seen renewing, not up to a retry period later
+            let mut wait = self.jittered();
+            if let Some(at) = self.expires {
+                wait = wait
+                    .min(at.saturating_duration_since(Instant::now()) + Duration::from_millis(20));
+            }
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = crate::stopped(&mut shutdown) => return Outcome::Shutdown,
