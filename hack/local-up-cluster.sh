@@ -229,12 +229,9 @@ kc config set-context local --cluster=local --user=admin --namespace=default
 kc config use-context local
 chmod 600 "$KUBECONFIG_OUT"
 
-# The controller-manager runs every controller as system:kube-controller-manager
-# (no --use-service-account-credentials yet): it gets cluster-admin rather
-# than the per-controller roles upstream gives each controller's account.
-"$KUBECTL" --kubeconfig="$KUBECONFIG_OUT" create clusterrolebinding ironkube:kube-controller-manager \
-  --clusterrole=cluster-admin --user=system:kube-controller-manager --dry-run=client -o yaml |
-  "$KUBECTL" --kubeconfig="$KUBECONFIG_OUT" apply -f - >/dev/null
+# The controller-manager runs each controller as its own service account
+# (--use-service-account-credentials): RBAC gives each its bootstrap role
+# system:controller:NAME, and the manager itself only system:kube-controller-manager.
 # kubelets ask the apiserver who may use their API: the apiserver's own
 # client certificate may (logs, exec, port-forward), as kubeadm binds it
 "$KUBECTL" --kubeconfig="$KUBECONFIG_OUT" create clusterrolebinding ironkube:apiserver-kubelet-client \
@@ -253,7 +250,7 @@ if ((HA)); then
       log "starting kube-controller-manager-$i (health on 127.0.0.1:$port)"
       ironkube::launch "$OUT_DIR/kube-controller-manager-$i.pid" "$LOGS/kube-controller-manager-$i.log" \
         "$BIN/kube-controller-manager" --kubeconfig="$OUT_DIR/controller-manager.kubeconfig" --bind-address=127.0.0.1 --secure-port="$port" \
-        --leader-elect=true --root-ca-file="$PKI/ca.crt" \
+        --leader-elect=true --root-ca-file="$PKI/ca.crt" --use-service-account-credentials \
         ${CONTROLLER_MANAGER_FLAGS:-}
     fi
     ironkube::wait_url "http://127.0.0.1:$port/healthz" 30 || die "kube-controller-manager-$i did not start (see $LOGS/kube-controller-manager-$i.log)"
@@ -272,7 +269,7 @@ else
   log "starting kube-controller-manager"
   ironkube::launch "$OUT_DIR/kube-controller-manager.pid" "$LOGS/kube-controller-manager.log" \
     "$BIN/kube-controller-manager" --kubeconfig="$OUT_DIR/controller-manager.kubeconfig" --bind-address=127.0.0.1 --secure-port="${CONTROLLER_MANAGER_PORT:-10257}" \
-    --root-ca-file="$PKI/ca.crt" \
+    --root-ca-file="$PKI/ca.crt" --use-service-account-credentials \
     ${CONTROLLER_MANAGER_FLAGS:-}
   ironkube::wait_url "http://127.0.0.1:${CONTROLLER_MANAGER_PORT:-10257}/healthz" 30 || die "kube-controller-manager did not start (see $LOGS/kube-controller-manager.log)"
 
