@@ -208,11 +208,15 @@ else
     ironkube::wait_url "http://127.0.0.1:$ETCD_PORT/health" 30 || die "etcd did not become healthy (see $LOGS/etcd.log)"
   }
 
+  # the kubernetes Service's endpoint must be an address pods and nodes reach
+  # (the bridge's), not the machine's loopback
+  API_ADVERTISE=$ADVERTISE_ADDRESS
+  [[ $API_ADVERTISE == 127.0.0.1 ]] && API_ADVERTISE=$HARNESS_NET.1
   log "starting kube-apiserver on https://$ADVERTISE_ADDRESS:$API_PORT"
   ironkube::launch "$OUT_DIR/kube-apiserver.pid" "$LOGS/kube-apiserver.log" "$BIN/kube-apiserver" \
     --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
     --secure-port="$API_PORT" \
-    --advertise-address="$ADVERTISE_ADDRESS" \
+    --advertise-address="$API_ADVERTISE" \
     "${APISERVER_FLAGS[@]}"
   ironkube::wait_url "https://127.0.0.1:$API_PORT/readyz" 60 --cacert "$PKI/ca.crt" ||
     die "kube-apiserver did not become ready (see $LOGS/kube-apiserver.log)"
@@ -283,7 +287,7 @@ fi
 API_SERVER_NODE=https://$HARNESS_NET.1:$API_PORT
 REGISTRY_ADDR=$HARNESS_NET.1:5000
 write_cluster_env() {
-  declare -p HA NODES BIN PKI KUBECTL API_SERVER_NODE REGISTRY_ADDR CLUSTER_CIDR HARNESS_NET HARNESS_BRIDGE \
+  declare -p HA NODES BIN PKI KUBECTL API_SERVER_NODE REGISTRY_ADDR CLUSTER_CIDR SERVICE_CLUSTER_IP_RANGE HARNESS_NET HARNESS_BRIDGE \
     HARNESS_NODE_BASE KUBECONFIG_OUT >"$OUT_DIR/cluster.env"
 }
 if ((HA)); then write_cluster_env; fi

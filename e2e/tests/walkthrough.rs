@@ -224,6 +224,29 @@ async fn services(c: &Cluster, client: &kube::Client) {
         host_node.contains_key(&body),
         "the NodePort answers with a web pod's name, got {body:?}"
     );
+    // the ClusterIP from a node itself (hostNetwork pods, the kubelet)
+    let out = c.on_node(
+        1,
+        &["curl", "-s", "--max-time", "5", &format!("http://{ip}/")],
+    );
+    let body = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        host_node.contains_key(&body),
+        "the ClusterIP answers a node's own request with a web pod's name, got {body:?}"
+    );
+    // in-cluster clients reach the apiserver through the kubernetes Service
+    let out = c.kubectl_ok(&[
+        "exec",
+        "client-1",
+        "--",
+        "sh",
+        "-c",
+        "nc -w 3 10.0.0.1 443 </dev/null && echo reached || echo unreachable",
+    ]);
+    assert!(
+        out.contains("reached") && !out.contains("unreachable"),
+        "a pod reaches the kubernetes Service (10.0.0.1:443): {out}"
+    );
 }
 
 /// ConfigMap and Secret as env and as volumes; a changed ConfigMap reaches

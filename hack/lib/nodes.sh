@@ -47,6 +47,10 @@ ironkube::node_net_up() {
     ((j == i)) && continue
     ip -n "$ns" route replace "$(ironkube::node_cidr "$j")" via "$(ironkube::node_ip "$j")"
   done
+  # Service IPs from the node itself (hostNetwork pods, the kubelet): a route
+  # lets the packet reach the nat output hook, where kube-proxy rewrites it to
+  # an endpoint (a real node has its default route for this; ours has none)
+  ip -n "$ns" route replace "${SERVICE_CLUSTER_IP_RANGE:-10.0.0.0/24}" dev eth0
   # the machine reaches the pods too (kubectl port-forward, debugging)
   ip route replace "$(ironkube::node_cidr "$i")" via "$ip"
 }
