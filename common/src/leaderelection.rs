@@ -1,7 +1,10 @@
 //! Leader election on coordination.k8s.io/v1 Leases, with upstream's flags and
 //! timing (lease 15 s, renew deadline 10 s, retry 2 s). Expiry is judged by
 //! when this process last saw the lease change, not by the holder's clock, as
-//! client-go does. Losing the lease stops the work; a clean shutdown releases it.
+//! client-go does; a candidate watches the lease, so it sees each renewal when
+//! it happens rather than at its next poll, and takes over a lease duration
+//! after the holder's last renewal. Losing the lease stops the work; a clean
+//! shutdown releases it.
 
 use std::time::Duration;
 
@@ -113,6 +116,8 @@ pub struct LeaderElector {
     observed: Option<(LeaseSpec, Instant)>,
     /// when the other holder's lease runs out, as last observed
     expires: Option<Instant>,
+    /// the lease's spec as a watch last delivered it, and when
+    watched: std::sync::Arc<std::sync::Mutex<Option<(LeaseSpec, Instant)>>>,
 }
 
 fn now() -> MicroTime {
@@ -126,7 +131,31 @@ impl LeaderElector {
             cfg,
             observed: None,
             expires: None,
+            watched: Default::default(),
         }
+    }
+
+    /// Record every change of the lease as it happens (while campaigning).
+    fn watch_lease(&self) -> tokio::task::JoinHandle<()> {
+        use futures::StreamExt;
+        use kube::runtime::{watcher, WatchStreamExt};
+        let api = self.api.clone();
+        let seen = self.watched.clone();
+        let fields = format!("metadata.name={}", self.cfg.name);
+        tokio::spawn(async move {
+            let stream = watcher(api, watcher::Config::default().fields(&fields)).default_backoff();
+            futures::pin_mut!(stream);
+            while let Some(ev) = stream.next().await {
+                if let Ok(watcher::Event::Apply(l) | watcher::Event::InitApply(l)) = ev {
+                    let spec = l.spec.unwrap_or_default();
+                    if let Ok(mut g) = seen.lock() {
+                        if g.as_ref().is_none_or(|(s, _)| *s != spec) {
+                            *g = Some((spec, Instant::now()));
+                        }
+                    }
+                }
+            }
+        })
     }
 
     /// Take or renew the lease. Ok(true): we hold it now.
@@ -160,7 +189,14 @@ impl LeaderElector {
         };
         let spec = lease.spec.clone().unwrap_or_default();
         if self.observed.as_ref().is_none_or(|(seen, _)| *seen != spec) {
-            self.observed = Some((spec.clone(), Instant::now()));
+            // seen earlier through the watch: it changed then, not now
+            let at = self
+                .watched
+                .lock()
+                .ok()
+                .and_then(|g| g.as_ref().filter(|(s, _)| *s == spec).map(|(_, t)| *t))
+                .unwrap_or_else(Instant::now);
+            self.observed = Some((spec.clone(), at));
         }
         let holder = spec.holder_identity.clone().unwrap_or_default();
         let held_by_other = !holder.is_empty() && holder != me;
@@ -234,6 +270,7 @@ impl LeaderElector {
         F: FnOnce(watch::Receiver<bool>) -> Fut,
         Fut: std::future::Future<Output = ()> + Send + 'static,
     {
+        let watching = self.watch_lease();
         loop {
             match self.try_acquire_or_renew().await {
                 Ok(true) => break,
@@ -252,9 +289,13 @@ impl LeaderElector {
             }
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
-                _ = crate::stopped(&mut shutdown) => return Outcome::Shutdown,
+                _ = crate::stopped(&mut shutdown) => {
+                    watching.abort();
+                    return Outcome::Shutdown;
+                }
             }
         }
+        watching.abort();
         tracing::info!(lease = %format!("{}/{}", self.cfg.namespace, self.cfg.name), identity = %self.cfg.identity, "became leader");
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut task = tokio::spawn(work(stop_rx));
