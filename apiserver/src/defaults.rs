@@ -51,6 +51,8 @@ pub fn apply(kind: &str, obj: &mut Value) {
             set_default(obj, "preemptionPolicy", json!("PreemptLowerPriority"));
         }
         "RoleBinding" | "ClusterRoleBinding" => role_binding(obj),
+        "MutatingWebhookConfiguration" => each_item(obj, "webhooks", |w| webhook(w, true)),
+        "ValidatingWebhookConfiguration" => each_item(obj, "webhooks", |w| webhook(w, false)),
         _ => {}
     }
 }
@@ -906,6 +908,26 @@ fn role_binding(obj: &mut Value) {
         };
         set_default_str(s, "apiGroup", group);
     });
+}
+
+// ---------------------------------------------------------------------------
+// admissionregistration/v1
+
+/// A webhook of a Mutating- or ValidatingWebhookConfiguration (v1 defaults;
+/// sideEffects and admissionReviewVersions have none in v1).
+fn webhook(w: &mut Value, mutating: bool) {
+    set_default(w, "failurePolicy", json!("Fail"));
+    set_default(w, "matchPolicy", json!("Equivalent"));
+    set_default(w, "namespaceSelector", json!({}));
+    set_default(w, "objectSelector", json!({}));
+    set_default(w, "timeoutSeconds", json!(10));
+    if mutating {
+        set_default(w, "reinvocationPolicy", json!("Never"));
+    }
+    each_item(w, "rules", |r| set_default(r, "scope", json!("*")));
+    if let Some(svc) = field_mut(w, "clientConfig").and_then(|c| field_mut(c, "service")) {
+        set_default(svc, "port", json!(443));
+    }
 }
 
 #[cfg(test)]

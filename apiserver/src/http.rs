@@ -638,8 +638,7 @@ async fn serve_resource(
     accept: &str,
     labels: &mut RequestLabels,
 ) -> ApiResult<Response<Body>> {
-    let (mut parts, body) = req.into_parts();
-    let method = parts.method.clone();
+    let (parts, body) = req.into_parts();
     let dry_run = match q.get("dryRun") {
         None | Some("") => false,
         Some("All") => true,
@@ -669,6 +668,32 @@ async fn serve_resource(
         field_validation,
         warnings: Mutex::new(Vec::new()),
     };
+    match serve_verb(api, &ctx, parts, body, t, q, accept, labels).await {
+        Ok(resp) => Ok(with_warnings(resp, &ctx)),
+        // warnings (an admission webhook's) go with a refusal too, as upstream
+        Err(e) if ctx.warnings.lock().is_ok_and(|w| !w.is_empty()) => {
+            if e.code >= 500 {
+                tracing::error!(code = e.code, message = %e.message, "request failed");
+            }
+            Ok(with_warnings(error_response(&e), &ctx))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The verb of a resource request, with its store context.
+#[allow(clippy::too_many_arguments)]
+async fn serve_verb(
+    api: &Arc<Api>,
+    ctx: &Ctx<'_>,
+    mut parts: http::request::Parts,
+    body: ApiResult<Bytes>,
+    t: Target,
+    q: Query,
+    accept: &str,
+    labels: &mut RequestLabels,
+) -> ApiResult<Response<Body>> {
+    let method = parts.method.clone();
     let res = t.res;
     if res.namespaced && t.ns.is_none() && t.name.is_some() {
         return Err(ApiError::not_found_path());
@@ -683,7 +708,7 @@ async fn serve_resource(
         {
             labels.verb = if sub == Some("log") { "GET" } else { "CONNECT" };
             let sub = sub.unwrap_or_default().to_string();
-            let pod = store::get(&ctx, n).await?;
+            let pod = store::get(ctx, n).await?;
             let ns = t.ns.clone().unwrap_or_default();
             let parts = std::mem::replace(&mut parts, Request::new(()).into_parts().0);
             return crate::proxy::serve(api, pod, &ns, n, &sub, parts).await;
@@ -692,10 +717,10 @@ async fn serve_resource(
             let out = negotiate(accept, &allowed)?;
             if t.watch_path || q.flag("watch") {
                 labels.verb = "WATCH";
-                return watch(api, &ctx, &q, out).await;
+                return watch(api, ctx, &q, out).await;
             }
             labels.verb = "LIST";
-            list(api, &ctx, &q, out).await?
+            list(api, ctx, &q, out).await?
         }
         (&Method::GET, Some(n), None | Some("status")) => {
             labels.verb = "GET";
@@ -717,13 +742,13 @@ async fn serve_resource(
                     None => return Err(ApiError::not_found(res, n)),
                 }
             } else {
-                store::get(&ctx, n).await?
+                store::get(ctx, n).await?
             };
             object_response(res, 200, obj, out, &q)
         }
         (&Method::GET, Some(n), Some("scale")) => {
             labels.verb = "GET";
-            json_response(200, &store::to_scale(&store::get(&ctx, n).await?))
+            json_response(200, &store::to_scale(&store::get(ctx, n).await?))
         }
         (&Method::POST, None, None) => {
             labels.verb = "POST";
@@ -732,43 +757,43 @@ async fn serve_resource(
             }
             let out = negotiate(accept, &allowed)?;
             let (v, _) = decode_body(api, &parts.headers, &body.clone()?, false)?;
-            let created = store::create(&ctx, v).await?;
+            let created = store::create(ctx, v).await?;
             object_response(res, 201, created, out, &q)
         }
         (&Method::POST, Some(n), Some("binding")) => {
             labels.verb = "POST";
             let (v, _) = decode_body(api, &parts.headers, &body.clone()?, false)?;
-            json_response(201, &store::bind(&ctx, n, &v).await?)
+            json_response(201, &store::bind(ctx, n, &v).await?)
         }
         (&Method::POST, Some(n), Some("token")) if res.plural == "serviceaccounts" => {
             labels.verb = "POST";
             let (v, _) = decode_body(api, &parts.headers, &body.clone()?, false)?;
-            json_response(201, &crate::tokenrequest::create(&ctx, n, &v).await?)
+            json_response(201, &crate::tokenrequest::create(ctx, n, &v).await?)
         }
         (&Method::POST, Some(n), Some("eviction")) => {
             labels.verb = "POST";
             let (v, _) = decode_body(api, &parts.headers, &body.clone()?, false)?;
             let opts = DeleteOpts::from_body(&v["deleteOptions"]);
-            store::delete(&ctx, n, &opts).await?;
+            store::delete(ctx, n, &opts).await?;
             json_response(201, &success_status(None))
         }
         (&Method::PUT, Some(n), None | Some("status")) => {
             labels.verb = "PUT";
             let out = negotiate(accept, &allowed)?;
             let (v, _) = decode_body(api, &parts.headers, &body.clone()?, false)?;
-            let (obj, created) = store::update(&ctx, n, sub, v).await?;
+            let (obj, created) = store::update(ctx, n, sub, v).await?;
             object_response(res, if created { 201 } else { 200 }, obj, out, &q)
         }
         (&Method::PUT, Some(n), Some("scale")) => {
             labels.verb = "PUT";
             let (v, _) = decode_body(api, &parts.headers, &body.clone()?, false)?;
-            let scale = store::update_scale(&ctx, n, &|_| Ok(v.clone())).await?;
+            let scale = store::update_scale(ctx, n, &|_| Ok(v.clone())).await?;
             json_response(200, &scale)
         }
         (&Method::PUT, Some(n), Some("finalize")) => {
             labels.verb = "PUT";
             let (v, _) = decode_body(api, &parts.headers, &body.clone()?, false)?;
-            json_response(200, &store::finalize_namespace(&ctx, n, &v).await?)
+            json_response(200, &store::finalize_namespace(ctx, n, &v).await?)
         }
         (&Method::PATCH, Some(n), None | Some("status")) => {
             labels.verb = "PATCH";
@@ -780,13 +805,13 @@ async fn serve_resource(
                     "force is only supported for apply patches",
                 ));
             }
-            let (obj, created) = store::patch(&ctx, n, sub, ptype, &v, q.flag("force")).await?;
+            let (obj, created) = store::patch(ctx, n, sub, ptype, &v, q.flag("force")).await?;
             object_response(res, if created { 201 } else { 200 }, obj, out, &q)
         }
         (&Method::PATCH, Some(n), Some("scale")) => {
             labels.verb = "PATCH";
             let (v, ptype) = decode_body(api, &parts.headers, &body.clone()?, true)?;
-            let scale = store::update_scale(&ctx, n, &|mut cur: Value| {
+            let scale = store::update_scale(ctx, n, &|mut cur: Value| {
                 match ptype {
                     Some(PatchType::Json) => {
                         let ops: json_patch::Patch = serde_json::from_value(v.clone())
@@ -805,7 +830,7 @@ async fn serve_resource(
             labels.verb = "DELETE";
             let out = negotiate(accept, &allowed)?;
             let opts = delete_opts(api, &parts.headers, body, &q).await?;
-            let obj = store::delete(&ctx, n, &opts).await?;
+            let obj = store::delete(ctx, n, &opts).await?;
             object_response(res, 200, obj, out, &q)
         }
         (&Method::DELETE, None, None) => {
@@ -814,11 +839,11 @@ async fn serve_resource(
                 return Err(ApiError::not_found_path());
             }
             let opts = delete_opts(api, &parts.headers, body, &q).await?;
-            delete_collection(api, &ctx, &q, &opts).await?
+            delete_collection(api, ctx, &q, &opts).await?
         }
         _ => return Err(ApiError::method_not_allowed(method.as_str(), res)),
     };
-    Ok(with_warnings(resp, &ctx))
+    Ok(resp)
 }
 
 fn with_warnings(mut resp: Response<Body>, ctx: &Ctx) -> Response<Body> {

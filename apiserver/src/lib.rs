@@ -41,6 +41,7 @@ pub mod table;
 pub mod testing;
 pub mod tokenrequest;
 pub mod validation;
+pub mod webhooks;
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};

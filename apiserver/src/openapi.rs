@@ -136,6 +136,12 @@ fn register(g: &mut SchemaGenerator) -> Registered {
         r.add::<rbac::ClusterRole>(g, group, "v1", true);
         r.add::<rbac::ClusterRoleBinding>(g, group, "v1", true);
     }
+    {
+        use k8s_openapi::api::admissionregistration::v1 as ar;
+        let group = "admissionregistration.k8s.io";
+        r.add::<ar::MutatingWebhookConfiguration>(g, group, "v1", true);
+        r.add::<ar::ValidatingWebhookConfiguration>(g, group, "v1", true);
+    }
     r.add::<events::v1::Event>(g, "events.k8s.io", "v1", true);
     r.add::<autoscaling::v1::Scale>(g, "autoscaling", "v1", false);
     r.add::<policy::v1::Eviction>(g, "policy", "v1", false);

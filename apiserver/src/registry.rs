@@ -24,6 +24,7 @@ pub struct Resource {
 
 const ALL: &[&str] = &["all"];
 const NONE: &[&str] = &[];
+const API_EXTENSIONS: &[&str] = &["api-extensions"];
 
 macro_rules! res {
     ($g:expr, $v:expr, $plural:expr, $singular:expr, $kind:expr, $ns:expr, $short:expr, $cat:expr, $storage:expr, $sub:expr, $gen:expr, $fields:expr) => {
@@ -434,6 +435,34 @@ pub static RESOURCES: &[Resource] = &[
         NONE,
         NONE,
         "endpointslices",
+        NONE,
+        false,
+        NONE
+    ),
+    res!(
+        "admissionregistration.k8s.io",
+        "v1",
+        "mutatingwebhookconfigurations",
+        "mutatingwebhookconfiguration",
+        "MutatingWebhookConfiguration",
+        false,
+        NONE,
+        API_EXTENSIONS,
+        "mutatingwebhookconfigurations",
+        NONE,
+        false,
+        NONE
+    ),
+    res!(
+        "admissionregistration.k8s.io",
+        "v1",
+        "validatingwebhookconfigurations",
+        "validatingwebhookconfiguration",
+        "ValidatingWebhookConfiguration",
+        false,
+        NONE,
+        API_EXTENSIONS,
+        "validatingwebhookconfigurations",
         NONE,
         false,
         NONE

@@ -10,7 +10,7 @@ use crate::authn::User;
 use crate::error::{ApiError, ApiResult, Cause};
 use crate::registry::{self, Resource};
 use crate::storage::{Kv, StorageError};
-use crate::{defaults, ssa, strategic, strategy, validation, Api};
+use crate::{defaults, ssa, strategic, strategy, validation, webhooks, Api};
 
 const MAX_RETRIES: usize = 16;
 
@@ -359,6 +359,8 @@ pub async fn create(ctx: &Ctx<'_>, mut obj: Value) -> ApiResult<Value> {
     defaults::apply(ctx.res.kind, &mut obj);
     crate::quotas::limit_ranger(ctx, &mut obj)?;
     crate::admission::priority(ctx, &mut obj)?;
+    let attrs = webhooks::Attributes::create(ctx, None, &name);
+    admit_create(ctx, &attrs, &mut obj).await?;
     rbac_guard(ctx, &obj, None)?;
     crate::authz::admit_node(
         ctx.api,
@@ -374,6 +376,7 @@ pub async fn create(ctx: &Ctx<'_>, mut obj: Value) -> ApiResult<Value> {
     crate::admission::pod_security(ctx, None, &obj, None)?;
     ctx.validate_create(&obj)?;
     ctx.check_namespace_live().await?;
+    webhooks::validate(ctx, &attrs, Some(&obj), None).await?;
     crate::quotas::resource_quota(ctx, None, &obj, None).await?;
     let name = name_of(&obj);
     let allocated = crate::services::allocate(ctx, &mut obj, None).await?;
@@ -401,6 +404,47 @@ pub async fn create(ctx: &Ctx<'_>, mut obj: Value) -> ApiResult<Value> {
             Err(storage_err(ctx, &name, e))
         }
     }
+}
+
+/// The mutating admission webhooks of a create. Upstream calls them before
+/// the store names and stamps the object, so they see neither a generated
+/// name nor uid and creationTimestamp, and what they do to those is replaced;
+/// a changed object is prepared for create again.
+async fn admit_create(
+    ctx: &Ctx<'_>,
+    attrs: &webhooks::Attributes,
+    obj: &mut Value,
+) -> ApiResult<()> {
+    let mut stamped = serde_json::Map::new();
+    if let Some(m) = obj["metadata"].as_object_mut() {
+        let mut fields = vec!["uid", "creationTimestamp"];
+        if attrs.name.is_empty() {
+            fields.push("name");
+        }
+        for f in fields {
+            if let Some(v) = m.remove(f) {
+                stamped.insert(f.into(), v);
+            }
+        }
+    }
+    let admitted = webhooks::admit(ctx, attrs, Some(&mut *obj), None).await;
+    if let Some(m) = obj["metadata"].as_object_mut() {
+        for (k, v) in stamped {
+            let named = k == "name"
+                && m.get("name")
+                    .and_then(Value::as_str)
+                    .is_some_and(|n| !n.is_empty());
+            if !named {
+                m.insert(k, v);
+            }
+        }
+    }
+    if admitted? {
+        strategy::prepare_create(ctx.res, obj);
+        ctx.check_kind(obj)?;
+        ctx.check_namespace(obj)?;
+    }
+    Ok(())
 }
 
 /// With RBAC on, nobody grants what they do not hold: roles and bindings are
@@ -439,7 +483,8 @@ enum Write {
 }
 
 #[allow(clippy::too_many_arguments)]
-/// Finish an update of `old` (read at `kv`) into `new`: strategy, validation,
+/// Finish an update of `old` (read at `kv`) into `new`: strategy, admission
+/// (webhooks unless the caller ran them, as /scale does), validation,
 /// ownership, then compare-and-swap (or a deletion once finalizers are gone).
 async fn write_update(
     ctx: &Ctx<'_>,
@@ -451,8 +496,14 @@ async fn write_update(
     track: bool,
     precondition: bool,
     cached: bool,
+    hooks: bool,
 ) -> ApiResult<Write> {
     defaults::apply(ctx.res.kind, &mut new);
+    let attrs = webhooks::Attributes::update(ctx, sub, name);
+    if hooks && webhooks::admit(ctx, &attrs, Some(&mut new), Some(old)).await? {
+        ctx.check_kind(&mut new)?;
+        ctx.check_namespace(&mut new)?;
+    }
     strategy::prepare_update(ctx.res, sub, &mut new, old);
     rbac_guard(ctx, &new, Some(old))?;
     crate::authz::admit_node(
@@ -470,6 +521,9 @@ async fn write_update(
     let errs = validation::validate_update(ctx.res.kind, &new, old, ctx.res.namespaced);
     if !errs.is_empty() {
         return Err(ApiError::invalid(ctx.res, name, causes(errs)));
+    }
+    if hooks {
+        webhooks::validate(ctx, &attrs, Some(&new), Some(old)).await?;
     }
     crate::quotas::resource_quota(ctx, sub, &new, Some(old)).await?;
     crate::services::allocate(ctx, &mut new, Some(old)).await?;
@@ -591,6 +645,7 @@ pub async fn update(
             true,
             precondition.is_some(),
             cached,
+            true,
         )
         .await?
         {
@@ -671,6 +726,7 @@ pub async fn patch(
             typ != PatchType::Apply,
             precondition,
             cached,
+            true,
         )
         .await?
         {
@@ -912,6 +968,9 @@ pub async fn delete(ctx: &Ctx<'_>, name: &str, opts: &DeleteOpts) -> ApiResult<V
                 graceful = true;
             }
         }
+        // validating admission sees the object being deleted
+        let attrs = webhooks::Attributes::delete(ctx, name, opts);
+        webhooks::validate(ctx, &attrs, None, Some(&old)).await?;
         // propagation policies the garbage collector acts on
         let fin = match opts.propagation.as_deref() {
             Some("Orphan") => Some("orphan"),
@@ -991,6 +1050,11 @@ pub async fn delete(ctx: &Ctx<'_>, name: &str, opts: &DeleteOpts) -> ApiResult<V
 
 /// pods/binding: assign a pod to a node, once.
 pub async fn bind(ctx: &Ctx<'_>, name: &str, binding: &Value) -> ApiResult<Value> {
+    // pods/binding is a create of a Binding for admission
+    let mut binding = binding.clone();
+    let attrs = webhooks::Attributes::create(ctx, Some("binding"), name);
+    webhooks::admit(ctx, &attrs, Some(&mut binding), None).await?;
+    webhooks::validate(ctx, &attrs, Some(&binding), None).await?;
     let node = binding["target"]["name"]
         .as_str()
         .unwrap_or_default()
@@ -1100,7 +1164,13 @@ pub async fn update_scale(
         let Some((kv, old, cached)) = ctx.read_for_update(name, attempt > 0).await? else {
             return Err(ApiError::not_found(ctx.res, name));
         };
-        let scale = change(to_scale(&old))?;
+        let old_scale = to_scale(&old);
+        let mut scale = change(old_scale.clone())?;
+        // admission sees the Scale (upstream's scale subresource), not the workload
+        let attrs = webhooks::Attributes::update(ctx, Some("scale"), name);
+        if webhooks::admit(ctx, &attrs, Some(&mut scale), Some(&old_scale)).await? {
+            ctx.check_namespace(&mut scale)?;
+        }
         if let Some(rv) = rv_of(&scale)? {
             if rv != kv.mod_revision {
                 if cached {
@@ -1126,9 +1196,10 @@ pub async fn update_scale(
                 }],
             ));
         }
+        webhooks::validate(ctx, &attrs, Some(&scale), Some(&old_scale)).await?;
         let mut new = old.clone();
         new["spec"]["replicas"] = replicas.into();
-        match write_update(ctx, name, None, &kv, &old, new, true, false, cached).await? {
+        match write_update(ctx, name, None, &kv, &old, new, true, false, cached, false).await? {
             Write::Done(v) => return Ok(to_scale(&v)),
             Write::Retry => continue,
         }
@@ -1148,6 +1219,14 @@ pub async fn finalize_namespace(ctx: &Ctx<'_>, name: &str, body: &Value) -> ApiR
             .cloned()
             .unwrap_or_default()
             .into();
+        let attrs = webhooks::Attributes::update(ctx, Some("finalize"), name);
+        if webhooks::admit(ctx, &attrs, Some(&mut new), Some(&old)).await? {
+            // the finalize subresource changes spec.finalizers only
+            let finalizers = new["spec"]["finalizers"].clone();
+            new = old.clone();
+            new["spec"]["finalizers"] = finalizers;
+        }
+        webhooks::validate(ctx, &attrs, Some(&new), Some(&old)).await?;
         if ctx.dry_run {
             return Ok(new);
         }

@@ -217,6 +217,24 @@ impl Pki {
         (cert.pem(), key.serialize_pem())
     }
 
+    /// A serving certificate for `names` (DNS names, or IP addresses), e.g.
+    /// an admission webhook's `NAME.NAMESPACE.svc`.
+    pub fn serving_for(&self, cn: &str, names: &[&str]) -> (String, String) {
+        let key = KeyPair::generate().expect("serving key");
+        let mut p = CertificateParams::new(Vec::<String>::new()).expect("serving params");
+        for n in names {
+            p.subject_alt_names
+                .push(match n.parse::<std::net::IpAddr>() {
+                    Ok(ip) => SanType::IpAddress(ip),
+                    Err(_) => SanType::DnsName((*n).try_into().expect("dns name")),
+                });
+        }
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let cert = p.signed_by(&key, &self.issuer).expect("serving cert");
+        (cert.pem(), key.serialize_pem())
+    }
+
     /// A client certificate: CN = user, O = groups.
     pub fn client(&self, user: &str, groups: &[&str]) -> (String, String) {
         let key = KeyPair::generate().expect("client key");

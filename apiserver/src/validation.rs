@@ -3895,6 +3895,441 @@ fn validate_priority_class(pc: &Value, errs: &mut Vec<FieldError>) {
     }
 }
 
+// ---------------------------------------------------------------------------
+// admissionregistration/v1: Mutating- and ValidatingWebhookConfiguration
+
+/// Go's `%#v` of a string slice (`[]string{"a", "b"}`), under a type name.
+fn render_str_slice(type_name: &str, items: &[Value]) -> String {
+    let body: Vec<String> = items
+        .iter()
+        .map(|v| go_quote(v.as_str().unwrap_or_default()))
+        .collect();
+    format!("{type_name}{{{}}}", body.join(", "))
+}
+
+/// IsFullyQualifiedName: a DNS subdomain of at least three segments.
+fn fully_qualified_name(field: &str, name: &str, errs: &mut Vec<FieldError>) {
+    if name.is_empty() {
+        errs.push(required(field, ""));
+        return;
+    }
+    let bad = dns1123_subdomain(name);
+    if !bad.is_empty() {
+        errs.push(invalid(field, name, &bad.join(",")));
+        return;
+    }
+    if name.split('.').count() < 3 {
+        errs.push(invalid(
+            field,
+            name,
+            "should be a domain with at least three segments separated by dots",
+        ));
+    }
+}
+
+fn has_wildcard(items: &[Value]) -> bool {
+    items.iter().any(|v| v.as_str() == Some("*"))
+}
+
+/// A rule's resources: `x`, `x/y`, `*`, `x/*`, `*/y`, `*/*` without overlaps.
+fn validate_rule_resources(resources: &[Value], field: &str, errs: &mut Vec<FieldError>) {
+    if resources.is_empty() {
+        errs.push(required(field, ""));
+    }
+    let mut res_with_wild_sub: Vec<&str> = Vec::new();
+    let mut sub_with_wild_res: Vec<&str> = Vec::new();
+    let (mut double, mut single, mut plain) = (false, false, false);
+    for (i, r) in resources.iter().enumerate() {
+        let rs = r.as_str().unwrap_or_default();
+        if rs.is_empty() {
+            errs.push(required(idx(field, i), ""));
+            continue;
+        }
+        if rs == "*/*" {
+            double = true;
+        }
+        if rs == "*" {
+            single = true;
+        }
+        let Some((res, sub)) = rs.split_once('/') else {
+            plain = rs != "*";
+            continue;
+        };
+        if res_with_wild_sub.contains(&res) {
+            errs.push(invalid(
+                idx(field, i),
+                rs,
+                &format!("if '{res}/*' is present, must not specify {rs}"),
+            ));
+        }
+        if sub_with_wild_res.contains(&sub) {
+            errs.push(invalid(
+                idx(field, i),
+                rs,
+                &format!("if '*/{sub}' is present, must not specify {rs}"),
+            ));
+        }
+        if sub == "*" {
+            res_with_wild_sub.push(res);
+        }
+        if res == "*" {
+            sub_with_wild_res.push(sub);
+        }
+    }
+    if resources.len() > 1 && double {
+        errs.push(invalid_raw(
+            field,
+            &render_str_slice("[]string", resources),
+            "if '*/*' is present, must not specify other resources",
+        ));
+    }
+    if single && plain {
+        errs.push(invalid_raw(
+            field,
+            &render_str_slice("[]string", resources),
+            "if '*' is present, must not specify other resources without subresources",
+        ));
+    }
+}
+
+fn validate_webhook_rule(rule: &Value, field: &str, errs: &mut Vec<FieldError>) {
+    let ops = arr(rule, "operations");
+    let ops_field = join(field, "operations");
+    if ops.is_empty() {
+        errs.push(required(&ops_field, ""));
+    }
+    if ops.len() > 1 && has_wildcard(ops) {
+        errs.push(invalid_raw(
+            &ops_field,
+            &render_str_slice("[]admissionregistration.OperationType", ops),
+            "if '*' is present, must not specify other operations",
+        ));
+    }
+    for (i, op) in ops.iter().enumerate() {
+        let op = op.as_str().unwrap_or_default();
+        if !matches!(op, "*" | "CREATE" | "UPDATE" | "DELETE" | "CONNECT") {
+            errs.push(not_supported(
+                idx(&ops_field, i),
+                op,
+                &["*", "CONNECT", "CREATE", "DELETE", "UPDATE"],
+            ));
+        }
+    }
+    let groups = arr(rule, "apiGroups");
+    if groups.is_empty() {
+        errs.push(required(join(field, "apiGroups"), ""));
+    }
+    if groups.len() > 1 && has_wildcard(groups) {
+        errs.push(invalid_raw(
+            join(field, "apiGroups"),
+            &render_str_slice("[]string", groups),
+            "if '*' is present, must not specify other API groups",
+        ));
+    }
+    let versions = arr(rule, "apiVersions");
+    if versions.is_empty() {
+        errs.push(required(join(field, "apiVersions"), ""));
+    }
+    if versions.len() > 1 && has_wildcard(versions) {
+        errs.push(invalid_raw(
+            join(field, "apiVersions"),
+            &render_str_slice("[]string", versions),
+            "if '*' is present, must not specify other API versions",
+        ));
+    }
+    for (i, v) in versions.iter().enumerate() {
+        if v.as_str().unwrap_or_default().is_empty() {
+            errs.push(required(idx(&join(field, "apiVersions"), i), ""));
+        }
+    }
+    validate_rule_resources(arr(rule, "resources"), &join(field, "resources"), errs);
+    if is_set(rule, "scope") {
+        let scope = s(rule, "scope");
+        if !matches!(scope, "*" | "Cluster" | "Namespaced") {
+            errs.push(not_supported(
+                join(field, "scope"),
+                scope,
+                &["*", "Cluster", "Namespaced"],
+            ));
+        }
+    }
+}
+
+/// ValidateWebhookURL: https, a host, no user, query or fragment.
+fn validate_webhook_url(url: &str, field: &str, errs: &mut Vec<FieldError>) {
+    const FORM: &str = "; desired format: https://host[/path]";
+    let (scheme, rest) = match url.split_once(':') {
+        Some((sch, rest))
+            if sch.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+                && sch
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')) =>
+        {
+            (sch.to_ascii_lowercase(), rest)
+        }
+        _ => (String::new(), url),
+    };
+    let (rest, fragment) = rest.split_once('#').unwrap_or((rest, ""));
+    let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let authority = rest
+        .strip_prefix("//")
+        .map(|a| a.split('/').next().unwrap_or_default())
+        .unwrap_or_default();
+    let (user, host) = match authority.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, authority),
+    };
+    if scheme != "https" {
+        errs.push(invalid(
+            field,
+            &scheme,
+            &format!("'https' is the only allowed URL scheme{FORM}"),
+        ));
+    }
+    if host.is_empty() {
+        errs.push(invalid(
+            field,
+            host,
+            &format!("host must be specified{FORM}"),
+        ));
+    }
+    if let Some(u) = user {
+        errs.push(invalid(
+            field,
+            u,
+            "user information is not permitted in the URL",
+        ));
+    }
+    if !fragment.is_empty() {
+        errs.push(invalid(
+            field,
+            fragment,
+            "fragments are not permitted in the URL",
+        ));
+    }
+    if !query.is_empty() {
+        errs.push(invalid(
+            field,
+            query,
+            "query parameters are not permitted in the URL",
+        ));
+    }
+}
+
+/// ValidateWebhookService: name, namespace, port, and a path of DNS-subdomain segments.
+fn validate_webhook_service(svc: &Value, field: &str, errs: &mut Vec<FieldError>) {
+    if s(svc, "name").is_empty() {
+        errs.push(required(join(field, "name"), "service name is required"));
+    }
+    if s(svc, "namespace").is_empty() {
+        errs.push(required(
+            join(field, "namespace"),
+            "service namespace is required",
+        ));
+    }
+    let port = int(svc, "port").unwrap_or(443);
+    if !valid_port_num(port) {
+        errs.push(invalid_int(
+            join(field, "port"),
+            port,
+            "port is not valid: must be between 1 and 65535, inclusive",
+        ));
+    }
+    let Some(path) = svc.get("path").and_then(Value::as_str) else {
+        return;
+    };
+    let pf = join(field, "path");
+    if path == "/" || path.is_empty() {
+        return;
+    }
+    if path == "//" {
+        errs.push(invalid(&pf, path, "segment[0] may not be empty"));
+        return;
+    }
+    if !path.starts_with('/') {
+        errs.push(invalid(&pf, path, "must start with a '/'"));
+    }
+    let check = path.get(1..).unwrap_or_default();
+    let check = check.strip_suffix('/').unwrap_or(check);
+    for (i, step) in check.split('/').enumerate() {
+        if step.is_empty() {
+            errs.push(invalid(
+                &pf,
+                path,
+                &format!("segment[{i}] may not be empty"),
+            ));
+            continue;
+        }
+        for m in dns1123_subdomain(step) {
+            errs.push(invalid(&pf, path, &format!("segment[{i}]: {m}")));
+        }
+    }
+}
+
+const ACCEPTED_REVIEW_VERSIONS: &[&str] = &["v1", "v1beta1"];
+
+fn has_no_side_effects(w: &Value) -> bool {
+    matches!(s(w, "sideEffects"), "None" | "NoneOnDryRun")
+}
+
+fn has_accepted_review_version(w: &Value) -> bool {
+    let vs = arr(w, "admissionReviewVersions");
+    vs.is_empty()
+        || vs
+            .iter()
+            .any(|v| ACCEPTED_REVIEW_VERSIONS.contains(&v.as_str().unwrap_or_default()))
+}
+
+fn has_unique_names(hooks: &[Value]) -> bool {
+    let mut seen = Vec::new();
+    hooks.iter().all(|h| {
+        let n = s(h, "name");
+        let fresh = !seen.contains(&n);
+        seen.push(n);
+        fresh
+    })
+}
+
+/// Upstream's ValidateMutating/ValidatingWebhookConfiguration(Update): on an
+/// update, the stricter rules (no side effects, a known AdmissionReview
+/// version, unique names) apply only if the old object already kept them.
+/// CEL matchConditions are refused: this apiserver cannot evaluate them.
+fn validate_webhook_configuration(
+    cfg: &Value,
+    old: Option<&Value>,
+    mutating: bool,
+    errs: &mut Vec<FieldError>,
+) {
+    let old_hooks = old.map(|o| arr(o, "webhooks")).unwrap_or_default();
+    let require_no_side_effects = old_hooks.iter().all(has_no_side_effects);
+    let require_known_version = old_hooks.iter().all(has_accepted_review_version);
+    let require_unique = has_unique_names(old_hooks);
+    let mut names: Vec<&str> = Vec::new();
+    for (i, w) in arr(cfg, "webhooks").iter().enumerate() {
+        let f = idx("webhooks", i);
+        fully_qualified_name(&join(&f, "name"), s(w, "name"), errs);
+        for (j, rule) in arr(w, "rules").iter().enumerate() {
+            validate_webhook_rule(rule, &idx(&join(&f, "rules"), j), errs);
+        }
+        if is_set(w, "failurePolicy") && !matches!(s(w, "failurePolicy"), "Fail" | "Ignore") {
+            errs.push(not_supported(
+                join(&f, "failurePolicy"),
+                s(w, "failurePolicy"),
+                &["Fail", "Ignore"],
+            ));
+        }
+        if is_set(w, "matchPolicy") && !matches!(s(w, "matchPolicy"), "Equivalent" | "Exact") {
+            errs.push(not_supported(
+                join(&f, "matchPolicy"),
+                s(w, "matchPolicy"),
+                &["Equivalent", "Exact"],
+            ));
+        }
+        let allowed: &[&str] = if require_no_side_effects {
+            &["None", "NoneOnDryRun"]
+        } else {
+            &["None", "NoneOnDryRun", "Some", "Unknown"]
+        };
+        if !is_set(w, "sideEffects") {
+            errs.push(required(
+                join(&f, "sideEffects"),
+                &format!("must specify one of {}", allowed.join(", ")),
+            ));
+        } else if !allowed.contains(&s(w, "sideEffects")) {
+            errs.push(not_supported(
+                join(&f, "sideEffects"),
+                s(w, "sideEffects"),
+                allowed,
+            ));
+        }
+        if let Some(t) = int(w, "timeoutSeconds").filter(|t| !(1..=30).contains(t)) {
+            errs.push(invalid_int(
+                join(&f, "timeoutSeconds"),
+                t,
+                "the timeout value must be between 1 and 30 seconds",
+            ));
+        }
+        for sel in ["namespaceSelector", "objectSelector"] {
+            if let Some(v) = w.get(sel).filter(|v| !v.is_null()) {
+                validate_label_selector(v, &join(&f, sel), errs);
+            }
+        }
+        if mutating
+            && is_set(w, "reinvocationPolicy")
+            && !matches!(s(w, "reinvocationPolicy"), "IfNeeded" | "Never")
+        {
+            errs.push(not_supported(
+                join(&f, "reinvocationPolicy"),
+                s(w, "reinvocationPolicy"),
+                &["IfNeeded", "Never"],
+            ));
+        }
+        let empty = Value::Object(Map::new());
+        let cc = w.get("clientConfig").unwrap_or(&empty);
+        let ccf = join(&f, "clientConfig");
+        match (cc.get("url").and_then(Value::as_str), cc.get("service")) {
+            (Some(url), None | Some(Value::Null)) => {
+                validate_webhook_url(url, &join(&ccf, "url"), errs)
+            }
+            (None, Some(svc)) if !svc.is_null() => {
+                validate_webhook_service(svc, &join(&ccf, "service"), errs)
+            }
+            _ => errs.push(required(&ccf, "exactly one of url or service is required")),
+        }
+        if !arr(w, "matchConditions").is_empty() {
+            errs.push(forbidden(
+                join(&f, "matchConditions"),
+                "CEL match conditions are not supported by this apiserver",
+            ));
+        }
+        // admissionReviewVersions
+        let arv = arr(w, "admissionReviewVersions");
+        let af = join(&f, "admissionReviewVersions");
+        if arv.is_empty() {
+            errs.push(required(
+                &af,
+                &format!(
+                    "must specify one of {}",
+                    ACCEPTED_REVIEW_VERSIONS.join(", ")
+                ),
+            ));
+        } else {
+            let mut seen: Vec<&str> = Vec::new();
+            let mut known = false;
+            for (j, v) in arv.iter().enumerate() {
+                let v = v.as_str().unwrap_or_default();
+                if seen.contains(&v) {
+                    errs.push(invalid(idx(&af, j), v, "duplicate version"));
+                    continue;
+                }
+                seen.push(v);
+                for m in dns1035_label(v) {
+                    errs.push(invalid(idx(&af, j), v, &m));
+                }
+                known |= ACCEPTED_REVIEW_VERSIONS.contains(&v);
+            }
+            if require_known_version && !known {
+                errs.push(invalid_raw(
+                    &af,
+                    &render_str_slice("[]string", arv),
+                    &format!(
+                        "must include at least one of {}",
+                        ACCEPTED_REVIEW_VERSIONS.join(", ")
+                    ),
+                ));
+            }
+        }
+        let name = s(w, "name");
+        if require_unique && !name.is_empty() {
+            if names.contains(&name) {
+                errs.push(duplicate(join(&f, "name"), name));
+            } else {
+                names.push(name);
+            }
+        }
+    }
+}
+
 fn validate_lease(lease: &Value, errs: &mut Vec<FieldError>) {
     let empty = Value::Object(Map::new());
     let spec = lease.get("spec").unwrap_or(&empty);
@@ -4423,6 +4858,14 @@ fn validate_object(kind: &str, obj: &Value, namespaced: bool, create: bool) -> V
         "Lease" => validate_lease(obj, &mut errs),
         "PriorityClass" => validate_priority_class(obj, &mut errs),
         "ServiceAccount" => validate_service_account(obj, &mut errs),
+        "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration" if create => {
+            validate_webhook_configuration(
+                obj,
+                None,
+                kind == "MutatingWebhookConfiguration",
+                &mut errs,
+            )
+        }
         _ => {}
     }
     errs
@@ -4512,6 +4955,14 @@ pub fn validate_update(kind: &str, new: &Value, old: &Value, namespaced: bool) -
             &mut errs,
         ),
         "Node" => validate_node_update(new, old, &mut errs),
+        "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration" => {
+            validate_webhook_configuration(
+                new,
+                Some(old),
+                kind == "MutatingWebhookConfiguration",
+                &mut errs,
+            )
+        }
         _ => {}
     }
     errs
@@ -5185,6 +5636,53 @@ mod tests {
         assert_eq!(
             fields(&errs),
             vec!["metadata.uid: Invalid value: \"2\": field is immutable"]
+        );
+    }
+
+    #[test]
+    fn webhook_configurations() {
+        let cfg = |hooks: Value| json!({"metadata": {"name": "c"}, "webhooks": hooks});
+        let hook = |resources: Value| {
+            json!({"name": "a.example.com", "clientConfig": {"url": "https://h/x"},
+                "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": resources}],
+                "sideEffects": "None", "admissionReviewVersions": ["v1"]})
+        };
+        let ok = cfg(json!([hook(json!(["pods", "pods/status", "*/scale"]))]));
+        assert!(validate("ValidatingWebhookConfiguration", &ok, false).is_empty());
+        let overlap = cfg(json!([hook(json!(["pods/*", "pods/status", "*/*"]))]));
+        assert_eq!(
+            fields(&validate("MutatingWebhookConfiguration", &overlap, false)),
+            vec![
+                "webhooks[0].rules[0].resources[1]: Invalid value: \"pods/status\": if 'pods/*' is present, must not specify pods/status",
+                "webhooks[0].rules[0].resources: Invalid value: []string{\"pods/*\", \"pods/status\", \"*/*\"}: if '*/*' is present, must not specify other resources",
+            ]
+        );
+        let mut bad = hook(json!(["pods"]));
+        bad["reinvocationPolicy"] = json!("Sometimes");
+        bad["clientConfig"] = json!({"url": "https://u@h/x#f"});
+        assert_eq!(
+            fields(&validate("MutatingWebhookConfiguration", &cfg(json!([bad])), false)),
+            vec![
+                "webhooks[0].reinvocationPolicy: Unsupported value: \"Sometimes\": supported values: \"IfNeeded\", \"Never\"",
+                "webhooks[0].clientConfig.url: Invalid value: \"u\": user information is not permitted in the URL",
+                "webhooks[0].clientConfig.url: Invalid value: \"f\": fragments are not permitted in the URL",
+            ]
+        );
+        // an update keeps what the old object already had
+        let mut some = hook(json!(["pods"]));
+        some["sideEffects"] = json!("Some");
+        let old = cfg(json!([some.clone()]));
+        assert!(validate_update("ValidatingWebhookConfiguration", &old, &old, false).is_empty());
+        assert_eq!(
+            fields(&validate("ValidatingWebhookConfiguration", &old, false)),
+            vec!["webhooks[0].sideEffects: Unsupported value: \"Some\": supported values: \"None\", \"NoneOnDryRun\""]
+        );
+        // CEL match conditions cannot be evaluated here
+        let mut cel = hook(json!(["pods"]));
+        cel["matchConditions"] = json!([{"name": "x", "expression": "true"}]);
+        assert_eq!(
+            fields(&validate("ValidatingWebhookConfiguration", &cfg(json!([cel])), false)),
+            vec!["webhooks[0].matchConditions: Forbidden: CEL match conditions are not supported by this apiserver"]
         );
     }
 }
