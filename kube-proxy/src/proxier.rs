@@ -19,7 +19,7 @@ use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, Opts, Registry}
 use tokio::sync::watch;
 
 use crate::config::Settings;
-use crate::rules::{self, Family, Ruleset};
+use crate::rules::{self, Family, Incremental};
 
 /// Run `nft -f -` with `script` on stdin; the error carries nft's message.
 pub fn nft(script: &str) -> Result<(), String> {
@@ -117,11 +117,18 @@ impl Metrics {
     }
 }
 
+#[derive(Default)]
+struct State {
+    tables: Vec<Incremental>,
+    applied: bool,
+}
+
 pub struct Proxier {
     settings: Settings,
     pub metrics: Metrics,
-    /// what the kernel holds, per family, as of the last successful sync
-    applied: Mutex<Vec<Ruleset>>,
+    /// the desired tables, per family, kept up to date incrementally; and
+    /// whether the kernel holds exactly them (the last sync succeeded)
+    state: Mutex<State>,
     /// when the last sync succeeded (unix seconds; 0 = never)
     last_ok: AtomicI64,
     /// a change arrived that no sync has applied yet
@@ -167,7 +174,7 @@ impl Proxier {
         Arc::new(Proxier {
             settings,
             metrics: Metrics::new(registry),
-            applied: Mutex::new(Vec::new()),
+            state: Mutex::new(State::default()),
             last_ok: AtomicI64::new(0),
             pending: AtomicBool::new(true),
         })
@@ -235,6 +242,8 @@ impl Proxier {
 
     /// Compute the desired tables and apply them: the diff against what was
     /// applied, or everything when `full` (or nothing was applied yet).
+    /// Only Services whose inputs changed since the last sync are recomputed
+    /// (see `rules::Incremental`).
     pub fn sync(
         &self,
         services: &[Service],
@@ -244,34 +253,49 @@ impl Proxier {
     ) -> Result<(), String> {
         let start = Instant::now();
         self.pending.store(false, Ordering::Relaxed);
-        let desired: Vec<Ruleset> = self
-            .configs(node)
-            .iter()
-            .map(|c| rules::desired(c, services, slices))
-            .collect();
-        let mut applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
-        let same_families = applied.len() == desired.len()
-            && applied
+        let configs = self.configs(node);
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let same_families = state.tables.len() == configs.len()
+            && state
+                .tables
                 .iter()
-                .zip(&desired)
-                .all(|(a, d)| a.family == d.family);
+                .zip(&configs)
+                .all(|(t, c)| t.ruleset().family == c.family);
+        let diff = same_families && state.applied && !full;
         let mut script = String::new();
-        let mut stale = Vec::new();
-        for (i, d) in desired.iter().enumerate() {
-            match applied.get(i).filter(|_| same_families && !full) {
-                Some(old) => script.push_str(&Ruleset::render_diff(old, d)),
-                None => script.push_str(&d.render_full()),
-            }
-            if let Some(old) = applied.get(i).filter(|_| same_families) {
-                stale.extend(rules::stale_udp_endpoints(old, d));
-            }
-        }
         if !same_families {
             // a family we no longer serve leaves with its table
-            let keep: BTreeSet<Family> = desired.iter().map(|d| d.family).collect();
-            for old in applied.iter().filter(|a| !keep.contains(&a.family)) {
-                let t = format!("{} {}", old.family.nft(), rules::TABLE);
+            let keep: BTreeSet<Family> = configs.iter().map(|c| c.family).collect();
+            let was_applied = state.applied;
+            for old in state
+                .tables
+                .iter()
+                .filter(|t| was_applied && !keep.contains(&t.ruleset().family))
+            {
+                let t = format!("{} {}", old.ruleset().family.nft(), rules::TABLE);
                 script.push_str(&format!("add table {t}\ndelete table {t}\n"));
+            }
+            let mut old: Vec<Incremental> = std::mem::take(&mut state.tables);
+            state.tables = configs
+                .iter()
+                .map(|c| {
+                    let i = old.iter().position(|t| t.ruleset().family == c.family);
+                    i.map(|i| old.swap_remove(i))
+                        .unwrap_or_else(|| Incremental::new(c))
+                })
+                .collect();
+        }
+        let mut stale = Vec::new();
+        let was_applied = state.applied;
+        for (table, cfg) in state.tables.iter_mut().zip(&configs) {
+            let change = table.update(cfg, services, slices, diff);
+            if diff {
+                script.push_str(&change.diff);
+            } else {
+                script.push_str(&table.ruleset().render_full());
+            }
+            if same_families && was_applied {
+                stale.extend(change.stale_udp);
             }
         }
         let result = if script.is_empty() {
@@ -281,7 +305,7 @@ impl Proxier {
         };
         match &result {
             Ok(()) => {
-                *applied = desired;
+                state.applied = true;
                 self.last_ok
                     .store(chrono::Utc::now().timestamp(), Ordering::Relaxed);
                 self.metrics
@@ -291,7 +315,7 @@ impl Proxier {
             }
             Err(_) => {
                 // the kernel's state is unknown: the next sync rewrites it all
-                applied.clear();
+                state.applied = false;
                 self.pending.store(true, Ordering::Relaxed);
                 self.metrics.failures.inc();
             }

@@ -23,6 +23,9 @@ use std::net::IpAddr;
 use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
+mod incremental;
+pub use incremental::{Change, Incremental};
+
 /// Name of the table in both families.
 pub const TABLE: &str = "kube-proxy";
 /// The packet mark that requests SNAT in `masquerading`.
@@ -92,7 +95,7 @@ impl Family {
 }
 
 /// Node-level settings of the proxier.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     pub family: Family,
     pub node_name: String,
