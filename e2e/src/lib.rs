@@ -285,7 +285,7 @@ impl Cluster {
         }
         for l in logs {
             let text = std::fs::read_to_string(&l).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(25).collect();
+            let tail: Vec<&str> = text.lines().rev().take(120).collect();
             eprintln!("--- {} ---", l.display());
             for line in tail.iter().rev() {
                 eprintln!("{line}");
