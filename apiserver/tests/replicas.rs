@@ -14,14 +14,9 @@ use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::api::{Api, PostParams, WatchEvent, WatchParams};
 use serde_json::json;
 
-fn endpoint_ips(ts: &TestServer) -> Vec<String> {
-    let out = ts.kubectl(&[
-        "get",
-        "endpoints",
-        "kubernetes",
-        "-o",
-        "jsonpath={.subsets[*].addresses[*].ip}",
-    ]);
+/// The sorted addresses a jsonpath finds in the `kubernetes` object of `kind`.
+fn kubernetes_ips(ts: &TestServer, kind: &str, path: &str) -> Vec<String> {
+    let out = ts.kubectl(&["get", kind, "kubernetes", "-o", &format!("jsonpath={path}")]);
     let mut ips: Vec<String> = String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
         .map(str::to_string)
@@ -30,20 +25,12 @@ fn endpoint_ips(ts: &TestServer) -> Vec<String> {
     ips
 }
 
+fn endpoint_ips(ts: &TestServer) -> Vec<String> {
+    kubernetes_ips(ts, "endpoints", "{.subsets[*].addresses[*].ip}")
+}
+
 fn slice_ips(ts: &TestServer) -> Vec<String> {
-    let out = ts.kubectl(&[
-        "get",
-        "endpointslice",
-        "kubernetes",
-        "-o",
-        "jsonpath={.endpoints[*].addresses[*]}",
-    ]);
-    let mut ips: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .map(str::to_string)
-        .collect();
-    ips.sort();
-    ips
+    kubernetes_ips(ts, "endpointslice", "{.endpoints[*].addresses[*]}")
 }
 
 fn wait_for(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {

@@ -83,59 +83,7 @@ pub fn start(ctx: Ctx) -> Started {
 
 /// A quantity in nano-units ("1Ki" is 1024e9), exact for storage sizes.
 pub fn quantity_nanos(q: &str) -> Option<i128> {
-    let q = q.trim();
-    let (neg, rest) = match q.as_bytes().first() {
-        Some(b'-') => (true, &q[1..]),
-        Some(b'+') => (false, &q[1..]),
-        _ => (false, q),
-    };
-    let end = rest
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(rest.len());
-    let (num, suffix) = rest.split_at(end);
-    let (int, frac) = num.split_once('.').unwrap_or((num, ""));
-    if (int.is_empty() && frac.is_empty()) || frac.contains('.') {
-        return None;
-    }
-    let mut v: i128 = 0;
-    for d in int.bytes() {
-        v = v.checked_mul(10)?.checked_add(i128::from(d - b'0'))?;
-    }
-    v = v.checked_mul(1_000_000_000)?;
-    let mut scale: i128 = 100_000_000;
-    for d in frac.bytes() {
-        v += i128::from(d - b'0') * scale;
-        scale /= 10;
-    }
-    let binary = |p: u32| v.checked_mul(1i128 << p);
-    let decimal = |e: i32| -> Option<i128> {
-        if e >= 0 {
-            v.checked_mul(10i128.checked_pow(e.unsigned_abs())?)
-        } else {
-            Some(v / 10i128.checked_pow(e.unsigned_abs())?)
-        }
-    };
-    let v = match suffix {
-        "Ki" => binary(10),
-        "Mi" => binary(20),
-        "Gi" => binary(30),
-        "Ti" => binary(40),
-        "Pi" => binary(50),
-        "Ei" => binary(60),
-        "n" => decimal(-9),
-        "u" => decimal(-6),
-        "m" => decimal(-3),
-        "" => Some(v),
-        "k" => decimal(3),
-        "M" => decimal(6),
-        "G" => decimal(9),
-        "T" => decimal(12),
-        "P" => decimal(15),
-        "E" => decimal(18),
-        s if s.starts_with(['e', 'E']) => decimal(s[1..].parse().ok()?),
-        _ => None,
-    }?;
-    Some(if neg { -v } else { v })
+    quota::parse(q)
 }
 
 /// The storage quantity of a resource list (zero when absent or unparseable,

@@ -216,69 +216,29 @@ async fn watcher(api: Api<ConfigMap>, mut rv: String, want: usize, seen: Arc<Mut
         let mut stream = std::pin::pin!(stream);
         while let Some(ev) = stream.next().await {
             let mut s = seen.lock().expect("seen");
-            match ev {
-                // the root-ca publisher's kube-root-ca.crt is not the auditor's
-                Ok(WatchEvent::Added(cm))
-                    if !cm
-                        .metadata
-                        .name
-                        .as_deref()
-                        .unwrap_or_default()
-                        .starts_with("cm-") =>
-                {
-                    rv = cm.metadata.resource_version.clone().unwrap_or_default();
+            let (cm, typ) = match ev {
+                Ok(WatchEvent::Added(cm)) => (cm, "ADDED"),
+                Ok(WatchEvent::Modified(cm)) => (cm, "MODIFIED"),
+                Ok(WatchEvent::Deleted(cm)) => (cm, "DELETED"),
+                Ok(WatchEvent::Bookmark(b)) => {
+                    rv = b.metadata.resource_version;
+                    continue;
                 }
-                Ok(WatchEvent::Added(cm)) => {
-                    rv = cm.metadata.resource_version.clone().unwrap_or_default();
-                    s.events.push((
-                        cm.metadata.name.clone().unwrap_or_default(),
-                        rv_of(&cm.metadata),
-                        "ADDED",
-                    ));
-                    added += 1;
-                }
-                Ok(WatchEvent::Modified(cm))
-                    if !cm
-                        .metadata
-                        .name
-                        .as_deref()
-                        .unwrap_or_default()
-                        .starts_with("cm-") =>
-                {
-                    rv = cm.metadata.resource_version.clone().unwrap_or_default();
-                }
-                Ok(WatchEvent::Modified(cm)) => {
-                    rv = cm.metadata.resource_version.clone().unwrap_or_default();
-                    s.events.push((
-                        cm.metadata.name.clone().unwrap_or_default(),
-                        rv_of(&cm.metadata),
-                        "MODIFIED",
-                    ));
-                }
-                Ok(WatchEvent::Deleted(cm))
-                    if !cm
-                        .metadata
-                        .name
-                        .as_deref()
-                        .unwrap_or_default()
-                        .starts_with("cm-") =>
-                {
-                    rv = cm.metadata.resource_version.clone().unwrap_or_default();
-                }
-                Ok(WatchEvent::Deleted(cm)) => {
-                    rv = cm.metadata.resource_version.clone().unwrap_or_default();
-                    s.events.push((
-                        cm.metadata.name.clone().unwrap_or_default(),
-                        rv_of(&cm.metadata),
-                        "DELETED",
-                    ));
-                }
-                Ok(WatchEvent::Bookmark(b)) => rv = b.metadata.resource_version,
                 Ok(WatchEvent::Error(e)) if e.code == 410 => {
                     s.gone += 1;
                     return;
                 }
                 Ok(WatchEvent::Error(_)) | Err(_) => break,
+            };
+            rv = cm.metadata.resource_version.clone().unwrap_or_default();
+            let name = cm.metadata.name.clone().unwrap_or_default();
+            // the root-ca publisher's kube-root-ca.crt is not the auditor's
+            if !name.starts_with("cm-") {
+                continue;
+            }
+            s.events.push((name, rv_of(&cm.metadata), typ));
+            if typ == "ADDED" {
+                added += 1;
             }
             if added >= want {
                 return;
