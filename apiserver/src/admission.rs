@@ -384,3 +384,115 @@ pub fn priority(ctx: &Ctx<'_>, obj: &mut Value) -> crate::error::ApiResult<()> {
     spec.insert("preemptionPolicy".into(), policy.into());
     Ok(())
 }
+
+/// The annotations that mark a StorageClass as the cluster's default.
+const DEFAULT_CLASS_ANNOTATIONS: [&str; 2] = [
+    "storageclass.kubernetes.io/is-default-class",
+    "storageclass.beta.kubernetes.io/is-default-class",
+];
+
+/// The default StorageClass among `classes`, as upstream picks it: of those
+/// annotated as default, the newest (then the first by name).
+pub fn default_storage_class(classes: &[Value]) -> Option<&Value> {
+    classes
+        .iter()
+        .filter(|c| {
+            DEFAULT_CLASS_ANNOTATIONS.iter().any(|a| {
+                c.pointer("/metadata/annotations")
+                    .and_then(|m| m.get(*a))
+                    .and_then(Value::as_str)
+                    == Some("true")
+            })
+        })
+        .max_by(|a, b| {
+            let ts = |v: &Value| {
+                v.pointer("/metadata/creationTimestamp")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            let name = |v: &Value| {
+                v.pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            ts(a).cmp(&ts(b)).then_with(|| name(b).cmp(&name(a)))
+        })
+}
+
+/// The DefaultStorageClass admission plugin, as upstream's: a new
+/// PersistentVolumeClaim that names no class (neither spec.storageClassName,
+/// even empty, nor the beta annotation) gets the default class, if there is one.
+pub fn default_storage_class_admit(ctx: &Ctx<'_>, obj: &mut Value) {
+    if ctx.res.plural != "persistentvolumeclaims" || !ctx.res.group.is_empty() {
+        return;
+    }
+    let has_class = obj
+        .pointer("/spec/storageClassName")
+        .is_some_and(|v| !v.is_null())
+        || obj
+            .pointer("/metadata/annotations/volume.beta.kubernetes.io~1storage-class")
+            .is_some();
+    if has_class {
+        return;
+    }
+    let Some(res) = crate::registry::lookup("storage.k8s.io", "v1", "storageclasses") else {
+        return;
+    };
+    let classes: Vec<Value> = ctx
+        .api
+        .cache
+        .list(&res.key(&ctx.api.prefix, None, ""), None, 0, &|_, _| true)
+        .items
+        .iter()
+        .filter_map(|e| serde_json::from_slice(&e.data).ok())
+        .collect();
+    let Some(name) = default_storage_class(&classes)
+        .and_then(|c| c.pointer("/metadata/name"))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+    else {
+        return;
+    };
+    if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
+        spec.insert("storageClassName".into(), name.into());
+    }
+}
+
+#[cfg(test)]
+mod default_storage_class_tests {
+    use super::default_storage_class;
+    use serde_json::json;
+
+    fn class(name: &str, created: &str, default: Option<&str>) -> serde_json::Value {
+        let mut c =
+            json!({"metadata": {"name": name, "creationTimestamp": created}, "provisioner": "x"});
+        if let Some(v) = default {
+            c["metadata"]["annotations"] =
+                json!({"storageclass.kubernetes.io/is-default-class": v});
+        }
+        c
+    }
+
+    #[test]
+    fn the_newest_default_wins_and_false_is_not_default() {
+        let classes = vec![
+            class("old", "2026-01-01T00:00:00Z", Some("true")),
+            class("new", "2026-02-01T00:00:00Z", Some("true")),
+            class("newest-not-default", "2026-03-01T00:00:00Z", Some("false")),
+            class("plain", "2026-04-01T00:00:00Z", None),
+        ];
+        let name = |v: Option<&serde_json::Value>| {
+            v.and_then(|c| c["metadata"]["name"].as_str().map(str::to_string))
+        };
+        assert_eq!(name(default_storage_class(&classes)), Some("new".into()));
+        assert_eq!(name(default_storage_class(&classes[2..])), None);
+        let beta = json!({"metadata": {"name": "beta", "creationTimestamp": "2026-01-01T00:00:00Z",
+            "annotations": {"storageclass.beta.kubernetes.io/is-default-class": "true"}}});
+        assert_eq!(
+            name(default_storage_class(std::slice::from_ref(&beta))),
+            Some("beta".into())
+        );
+    }
+}

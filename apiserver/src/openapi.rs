@@ -134,6 +134,7 @@ fn register(g: &mut SchemaGenerator) -> Registered {
         r.add::<rbac::Role>(g, group, "v1", true);
         r.add::<rbac::RoleBinding>(g, group, "v1", true);
         r.add::<rbac::ClusterRole>(g, group, "v1", true);
+    r.add::<k8s_openapi::api::storage::v1::StorageClass>(g, "storage.k8s.io", "v1", true);
         r.add::<rbac::ClusterRoleBinding>(g, group, "v1", true);
     }
     {

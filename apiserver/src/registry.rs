@@ -412,6 +412,20 @@ pub static RESOURCES: &[Resource] = &[
         NONE
     ),
     res!(
+        "storage.k8s.io",
+        "v1",
+        "storageclasses",
+        "storageclass",
+        "StorageClass",
+        false,
+        &["sc"],
+        NONE,
+        "storageclasses",
+        NONE,
+        false,
+        NONE
+    ),
+    res!(
         "scheduling.k8s.io",
         "v1",
         "priorityclasses",

@@ -359,6 +359,7 @@ pub async fn create(ctx: &Ctx<'_>, mut obj: Value) -> ApiResult<Value> {
     defaults::apply(ctx.res.kind, &mut obj);
     crate::quotas::limit_ranger(ctx, &mut obj)?;
     crate::admission::priority(ctx, &mut obj)?;
+    crate::admission::default_storage_class_admit(ctx, &mut obj);
     let attrs = webhooks::Attributes::create(ctx, None, &name);
     admit_create(ctx, &attrs, &mut obj).await?;
     rbac_guard(ctx, &obj, None)?;
@@ -880,6 +881,9 @@ pub async fn delete(ctx: &Ctx<'_>, name: &str, opts: &DeleteOpts) -> ApiResult<V
         ctx.user,
         crate::nodeauthz::Operation::Delete,
         ctx.res,
+/// Namespaces NamespaceLifecycle refuses to delete, as upstream's.
+const IMMORTAL_NAMESPACES: [&str; 3] = ["default", "kube-system", "kube-public"];
+
         "",
         ctx.ns.as_deref().unwrap_or_default(),
         name,
@@ -892,6 +896,15 @@ pub async fn delete(ctx: &Ctx<'_>, name: &str, opts: &DeleteOpts) -> ApiResult<V
             return Err(ApiError::invalid(
                 ctx.res,
                 name,
+    // NamespaceLifecycle: the namespaces the apiserver keeps are immortal
+    if ctx.res.plural == "namespaces"
+        && ctx.res.group.is_empty()
+        && IMMORTAL_NAMESPACES.contains(&name)
+    {
+        return Err(ApiError::forbidden(format!(
+            "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
+        )));
+    }
                 vec![Cause {
                     reason: "FieldValueNotSupported".into(),
                     field: "propagationPolicy".into(),

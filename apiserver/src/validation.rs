@@ -3899,6 +3899,99 @@ fn validate_priority_class(pc: &Value, errs: &mut Vec<FieldError>) {
 // admissionregistration/v1: Mutating- and ValidatingWebhookConfiguration
 
 /// Go's `%#v` of a string slice (`[]string{"a", "b"}`), under a type name.
+// ---------------------------------------------------------------------------
+// storage.k8s.io/v1: StorageClass
+
+/// Upstream's limits on a StorageClass's parameters.
+const MAX_PROVISIONER_PARAMETERS: usize = 512;
+const MAX_PROVISIONER_PARAMETERS_BYTES: usize = 256 * 1024;
+
+fn validate_storage_class(sc: &Value, errs: &mut Vec<FieldError>) {
+    let provisioner = s(sc, "provisioner");
+    if provisioner.is_empty() {
+        errs.push(required("provisioner", ""));
+    } else {
+        for e in qualified_name(&provisioner.to_lowercase()) {
+            errs.push(invalid("provisioner", provisioner, &e));
+        }
+    }
+    if let Some(params) = sc.get("parameters").and_then(Value::as_object) {
+        if params.len() > MAX_PROVISIONER_PARAMETERS {
+            errs.push(FieldError {
+                reason: "FieldValueTooMany",
+                field: "parameters".into(),
+                message: format!(
+                    "Too many: {}: must have at most {MAX_PROVISIONER_PARAMETERS} items",
+                    params.len()
+                ),
+            });
+        }
+        let mut size = 0;
+        for (k, v) in params {
+            if k.is_empty() {
+                errs.push(invalid("parameters", k, "field can not be empty."));
+            }
+            size += k.len() + v.as_str().map_or(0, str::len);
+        }
+        if size > MAX_PROVISIONER_PARAMETERS_BYTES {
+            errs.push(too_long("parameters", MAX_PROVISIONER_PARAMETERS_BYTES));
+        }
+    }
+    let reclaim = s(sc, "reclaimPolicy");
+    if !matches!(reclaim, "Delete" | "Retain") {
+        errs.push(not_supported(
+            "reclaimPolicy",
+            reclaim,
+            &["Delete", "Retain"],
+        ));
+    }
+    let mode = s(sc, "volumeBindingMode");
+    if mode.is_empty() {
+        errs.push(required("volumeBindingMode", ""));
+    } else if !matches!(mode, "Immediate" | "WaitForFirstConsumer") {
+        errs.push(not_supported(
+            "volumeBindingMode",
+            mode,
+            &["Immediate", "WaitForFirstConsumer"],
+        ));
+    }
+}
+
+/// A StorageClass's provisioner, parameters and policies are fixed at creation.
+fn validate_storage_class_update(new: &Value, old: &Value, errs: &mut Vec<FieldError>) {
+    let empty = Value::Object(Map::new());
+    let params = |v: &Value| {
+        v.get("parameters")
+            .filter(|p| !p.is_null())
+            .unwrap_or(&empty)
+            .clone()
+    };
+    if params(new) != params(old) {
+        errs.push(forbidden(
+            "parameters",
+            "updates to parameters are forbidden.",
+        ));
+    }
+    if s(new, "provisioner") != s(old, "provisioner") {
+        errs.push(forbidden(
+            "provisioner",
+            "updates to provisioner are forbidden.",
+        ));
+    }
+    if s(new, "reclaimPolicy") != s(old, "reclaimPolicy") {
+        errs.push(forbidden(
+            "reclaimPolicy",
+            "updates to reclaimPolicy are forbidden.",
+        ));
+    }
+    immutable(
+        new.get("volumeBindingMode"),
+        old.get("volumeBindingMode"),
+        "volumeBindingMode",
+        errs,
+    );
+}
+
 fn render_str_slice(type_name: &str, items: &[Value]) -> String {
     let body: Vec<String> = items
         .iter()
@@ -4861,6 +4954,7 @@ fn validate_object(kind: &str, obj: &Value, namespaced: bool, create: bool) -> V
         "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration" if create => {
             validate_webhook_configuration(
                 obj,
+        "StorageClass" => validate_storage_class(obj, &mut errs),
                 None,
                 kind == "MutatingWebhookConfiguration",
                 &mut errs,
@@ -4962,6 +5056,7 @@ pub fn validate_update(kind: &str, new: &Value, old: &Value, namespaced: bool) -
                 kind == "MutatingWebhookConfiguration",
                 &mut errs,
             )
+        "StorageClass" => validate_storage_class_update(new, old, &mut errs),
         }
         _ => {}
     }
