@@ -270,6 +270,46 @@ impl LeaderElector {
         F: FnOnce(watch::Receiver<bool>) -> Fut,
         Fut: std::future::Future<Output = ()> + Send + 'static,
     {
+        self.term(&mut shutdown, work).await.0
+    }
+
+    /// As `run`, but a lost lease is not the end: once the work has stopped
+    /// (within the time the next leader waits for the lease to expire), this
+    /// campaigns again and, leading again, starts a fresh `work`. Returns
+    /// `Shutdown` when asked to stop, or `Lost` when the work did not stop in
+    /// time after a loss, so the caller exits, as upstream does on every loss.
+    pub async fn run_terms<F, Fut>(
+        mut self,
+        mut shutdown: watch::Receiver<bool>,
+        mut work: F,
+    ) -> Outcome
+    where
+        F: FnMut(watch::Receiver<bool>) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        loop {
+            match self.term(&mut shutdown, &mut work).await {
+                (Outcome::Lost, true) => {
+                    tracing::warn!(lease = %self.cfg.name, "the work stopped after the lease was lost; campaigning again");
+                    self.observed = None;
+                    self.expires = None;
+                }
+                (outcome, _) => return outcome,
+            }
+        }
+    }
+
+    /// One term: campaign, lead, stop. The flag says whether the work had
+    /// stopped by the time this returned.
+    async fn term<F, Fut>(
+        &mut self,
+        shutdown: &mut watch::Receiver<bool>,
+        work: F,
+    ) -> (Outcome, bool)
+    where
+        F: FnOnce(watch::Receiver<bool>) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
         let watching = self.watch_lease();
         loop {
             match self.try_acquire_or_renew().await {
@@ -289,9 +329,9 @@ impl LeaderElector {
             }
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
-                _ = crate::stopped(&mut shutdown) => {
+                _ = crate::stopped(shutdown) => {
                     watching.abort();
-                    return Outcome::Shutdown;
+                    return (Outcome::Shutdown, true);
                 }
             }
         }
@@ -317,7 +357,7 @@ impl LeaderElector {
                         break Outcome::Lost;
                     }
                 }
-                _ = crate::stopped(&mut shutdown) => break Outcome::Shutdown,
+                _ = crate::stopped(shutdown) => break Outcome::Shutdown,
                 _ = &mut task => {
                     // the work ended by itself: hand the lease on
                     break Outcome::Shutdown;
@@ -325,12 +365,24 @@ impl LeaderElector {
             }
         };
         let _ = stop_tx.send(true);
-        let _ = tokio::time::timeout(Duration::from_secs(30), &mut task).await;
+        // after a loss another candidate may lead once the lease expires: the
+        // work must be gone by then
+        let grace = match outcome {
+            Outcome::Shutdown => Duration::from_secs(30),
+            Outcome::Lost => self
+                .cfg
+                .lease_duration
+                .saturating_sub(self.cfg.renew_deadline),
+        };
+        let stopped = task.is_finished() || tokio::time::timeout(grace, &mut task).await.is_ok();
+        if !stopped {
+            task.abort();
+        }
         if outcome == Outcome::Shutdown {
             if let Err(e) = self.release().await {
                 tracing::warn!(lease = %self.cfg.name, error = %e, "releasing the leader lease");
             }
         }
-        outcome
+        (outcome, stopped)
     }
 }

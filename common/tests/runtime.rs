@@ -102,6 +102,60 @@ async fn one_leader_and_failover() {
     assert_eq!(holder(&client).await.0.as_deref(), Some("c"));
 }
 
+/// A leader whose lease is taken from it stops its work, campaigns again,
+/// and once the lease is free leads again with a fresh work: losing the
+/// lease is not the end of the process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_lease_stops_the_work_and_is_campaigned_for_again() {
+    let ts = TestServer::start();
+    let client = ts.client().await;
+    let (_stop, shutdown) = watch::channel(false);
+    let terms = Arc::new(AtomicUsize::new(0));
+    let running = Arc::new(AtomicUsize::new(0));
+    let el = LeaderElector::new(client.clone(), election("a"));
+    let (t, r) = (terms.clone(), running.clone());
+    let elector = tokio::spawn(el.run_terms(shutdown, move |mut stop| {
+        t.fetch_add(1, Ordering::SeqCst);
+        let r = r.clone();
+        async move {
+            r.fetch_add(1, Ordering::SeqCst);
+            while !*stop.borrow() {
+                if stop.changed().await.is_err() {
+                    break;
+                }
+            }
+            r.fetch_sub(1, Ordering::SeqCst);
+        }
+    }));
+    wait_for("a to lead", 10, || running.load(Ordering::SeqCst) == 1).await;
+    // someone else takes the lease (as a partitioned leader finds on return)
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-system");
+    let mut lease = leases.get("test-component").await.expect("lease");
+    if let Some(spec) = lease.spec.as_mut() {
+        spec.holder_identity = Some("intruder".into());
+        spec.renew_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+            k8s_openapi::jiff::Timestamp::now(),
+        ));
+    }
+    leases
+        .replace("test-component", &PostParams::default(), &lease)
+        .await
+        .expect("take the lease");
+    wait_for("a's work to stop", 10, || {
+        running.load(Ordering::SeqCst) == 0
+    })
+    .await;
+    assert_eq!(terms.load(Ordering::SeqCst), 1);
+    assert!(!elector.is_finished(), "the elector campaigns on");
+    // the intruder never renews: a leads again after the lease runs out
+    wait_for("a to lead again", 15, || {
+        running.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    assert_eq!(terms.load(Ordering::SeqCst), 2);
+    assert_eq!(holder(&client).await.0.as_deref(), Some("a"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn informers_share_one_watch_per_type() {
     let ts = TestServer::start();
