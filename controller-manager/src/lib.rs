@@ -3,6 +3,10 @@
 //! a work queue of object keys with upstream's retry semantics.
 
 pub mod cronjob;
+pub mod csr;
+pub mod csrapproving;
+pub mod csrcleaner;
+pub mod csrsigning;
 pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
@@ -20,6 +24,7 @@ pub mod rootca;
 pub mod sacredentials;
 pub mod serviceaccount;
 pub mod statefulset;
+pub mod tokencleaner;
 pub mod ttlafterfinished;
 
 use std::future::Future;
@@ -74,6 +79,10 @@ pub struct Settings {
     pub concurrent_resource_quota_syncs: usize,
     /// how often every ResourceQuota's usage is recomputed in full
     pub resource_quota_sync_period: Duration,
+    /// the CA files of each built-in signer (none: csrsigning does nothing)
+    pub csr_signers: Vec<csrsigning::SignerFiles>,
+    /// the longest certificate csrsigning issues (--cluster-signing-duration)
+    pub cluster_signing_duration: Duration,
 }
 
 impl Default for Settings {
@@ -103,6 +112,8 @@ impl Default for Settings {
             root_ca: None,
             concurrent_resource_quota_syncs: 5,
             resource_quota_sync_period: Duration::from_secs(300),
+            csr_signers: Vec::new(),
+            cluster_signing_duration: Duration::from_secs(8760 * 3600),
         }
     }
 }
@@ -118,6 +129,18 @@ pub struct Entry {
 
 /// Every controller this binary has, in upstream's names.
 pub const CONTROLLERS: &[Entry] = &[
+    Entry {
+        name: "certificatesigningrequest-approving-controller",
+        start: csrapproving::start,
+    },
+    Entry {
+        name: "certificatesigningrequest-cleaner-controller",
+        start: csrcleaner::start,
+    },
+    Entry {
+        name: "certificatesigningrequest-signing-controller",
+        start: csrsigning::start,
+    },
     Entry {
         name: "cronjob-controller",
         start: cronjob::start,
@@ -191,13 +214,26 @@ pub const CONTROLLERS: &[Entry] = &[
         start: nodelifecycle::start_taint_eviction,
     },
     Entry {
+        name: "token-cleaner-controller",
+        start: tokencleaner::start,
+    },
+    Entry {
         name: "ttl-after-finished-controller",
         start: ttlafterfinished::start,
     },
 ];
 
+/// Controllers `*` leaves out: they run only when named, as upstream's.
+pub const DISABLED_BY_DEFAULT: &[&str] = &["token-cleaner-controller"];
+
 /// Upstream's older controller names, still accepted by `--controllers`.
 pub const ALIASES: &[(&str, &str)] = &[
+    (
+        "csrapproving",
+        "certificatesigningrequest-approving-controller",
+    ),
+    ("csrcleaner", "certificatesigningrequest-cleaner-controller"),
+    ("csrsigning", "certificatesigningrequest-signing-controller"),
     ("cronjob", "cronjob-controller"),
     ("daemonset", "daemonset-controller"),
     ("deployment", "deployment-controller"),
@@ -221,10 +257,12 @@ pub const ALIASES: &[(&str, &str)] = &[
     ),
     ("serviceaccount", "serviceaccount-controller"),
     ("statefulset", "statefulset-controller"),
+    ("tokencleaner", "token-cleaner-controller"),
     ("ttl-after-finished", "ttl-after-finished-controller"),
 ];
 
-/// Which controllers `--controllers` turns on: `*` for all defaults, `name`
+/// Which controllers `--controllers` turns on: `*` for all defaults (all but
+/// [`DISABLED_BY_DEFAULT`]), `name`
 /// to add one, `-name` to remove one (names or their aliases). Unknown names
 /// are an error, as upstream.
 pub fn selected(spec: &[String]) -> Result<Vec<&'static Entry>, String> {
@@ -261,7 +299,7 @@ pub fn selected(spec: &[String]) -> Result<Vec<&'static Entry>, String> {
             if spec.iter().any(|s| s.strip_prefix('-') == Some(e.name)) {
                 return false;
             }
-            star || spec.iter().any(|s| s == e.name)
+            (star && !DISABLED_BY_DEFAULT.contains(&e.name)) || spec.iter().any(|s| s == e.name)
         })
         .collect())
 }
@@ -420,10 +458,22 @@ mod tests {
 
     #[test]
     fn controllers_flag_as_upstream() {
-        assert_eq!(names(&["*"]).expect("all").len(), CONTROLLERS.len());
+        assert_eq!(
+            names(&["*"]).expect("all").len(),
+            CONTROLLERS.len() - DISABLED_BY_DEFAULT.len()
+        );
+        assert!(!names(&["*"])
+            .expect("all")
+            .contains(&"token-cleaner-controller"));
+        assert!(names(&["*", "tokencleaner"])
+            .expect("named")
+            .contains(&"token-cleaner-controller"));
         assert_eq!(
             names(&["*", "-endpoints-controller"]).expect("minus"),
             vec![
+                "certificatesigningrequest-approving-controller",
+                "certificatesigningrequest-cleaner-controller",
+                "certificatesigningrequest-signing-controller",
                 "cronjob-controller",
                 "daemonset-controller",
                 "deployment-controller",

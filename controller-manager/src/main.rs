@@ -54,6 +54,36 @@ struct Flags {
     /// The cluster's CA bundle, published in every namespace as the kube-root-ca.crt ConfigMap.
     #[arg(long)]
     root_ca_file: Option<PathBuf>,
+    /// PEM CA certificate issuing the certificates of every built-in signer
+    /// (no --cluster-signing-<signer>-* flag may be given with it).
+    #[arg(long)]
+    cluster_signing_cert_file: Option<PathBuf>,
+    /// PEM key of --cluster-signing-cert-file.
+    #[arg(long)]
+    cluster_signing_key_file: Option<PathBuf>,
+    /// CA certificate for kubernetes.io/kubelet-serving.
+    #[arg(long)]
+    cluster_signing_kubelet_serving_cert_file: Option<PathBuf>,
+    #[arg(long)]
+    cluster_signing_kubelet_serving_key_file: Option<PathBuf>,
+    /// CA certificate for kubernetes.io/kube-apiserver-client-kubelet.
+    #[arg(long)]
+    cluster_signing_kubelet_client_cert_file: Option<PathBuf>,
+    #[arg(long)]
+    cluster_signing_kubelet_client_key_file: Option<PathBuf>,
+    /// CA certificate for kubernetes.io/kube-apiserver-client.
+    #[arg(long)]
+    cluster_signing_kube_apiserver_client_cert_file: Option<PathBuf>,
+    #[arg(long)]
+    cluster_signing_kube_apiserver_client_key_file: Option<PathBuf>,
+    /// CA certificate for kubernetes.io/legacy-unknown.
+    #[arg(long)]
+    cluster_signing_legacy_unknown_cert_file: Option<PathBuf>,
+    #[arg(long)]
+    cluster_signing_legacy_unknown_key_file: Option<PathBuf>,
+    /// The longest certificate the signers issue (a CSR's expirationSeconds may ask for less).
+    #[arg(long, default_value = "8760h0m0s", value_parser = common::parse_duration)]
+    cluster_signing_duration: std::time::Duration,
     /// Run each controller as its own service account in kube-system.
     #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     use_service_account_credentials: bool,
@@ -125,7 +155,42 @@ async fn main() -> anyhow::Result<()> {
         ),
         None => None,
     };
+    let signing = controllers::csrsigning::SigningFlags {
+        cert_file: flags.cluster_signing_cert_file.clone(),
+        key_file: flags.cluster_signing_key_file.clone(),
+        kubelet_serving: (
+            flags.cluster_signing_kubelet_serving_cert_file.clone(),
+            flags.cluster_signing_kubelet_serving_key_file.clone(),
+        ),
+        kubelet_client: (
+            flags.cluster_signing_kubelet_client_cert_file.clone(),
+            flags.cluster_signing_kubelet_client_key_file.clone(),
+        ),
+        kube_apiserver_client: (
+            flags
+                .cluster_signing_kube_apiserver_client_cert_file
+                .clone(),
+            flags.cluster_signing_kube_apiserver_client_key_file.clone(),
+        ),
+        legacy_unknown: (
+            flags.cluster_signing_legacy_unknown_cert_file.clone(),
+            flags.cluster_signing_legacy_unknown_key_file.clone(),
+        ),
+    };
+    let csr_signers = signing.signers().map_err(anyhow::Error::msg)?;
+    if chosen
+        .iter()
+        .any(|e| e.name == "certificatesigningrequest-signing-controller")
+    {
+        // a CA that cannot be read stops the start, as upstream
+        for s in &csr_signers {
+            controllers::csr::Ca::load(&s.cert_file, &s.key_file)
+                .map_err(|e| anyhow::anyhow!("the {} signer: {e}", s.signer))?;
+        }
+    }
     let settings = Arc::new(Settings {
+        csr_signers,
+        cluster_signing_duration: flags.cluster_signing_duration,
         root_ca,
         node_cidrs,
         terminated_pod_gc_threshold: flags.terminated_pod_gc_threshold,

@@ -26,6 +26,9 @@ const RENEW_EVERY: Duration = Duration::from_secs(20 * 60);
 /// The service account upstream gives each controller (by our controller name).
 pub fn account_of(controller: &str) -> &'static str {
     match controller {
+        "certificatesigningrequest-approving-controller"
+        | "certificatesigningrequest-cleaner-controller"
+        | "certificatesigningrequest-signing-controller" => "certificate-controller",
         "cronjob-controller" => "cronjob-controller",
         "daemonset-controller" => "daemon-set-controller",
         "deployment-controller" => "deployment-controller",
@@ -41,6 +44,7 @@ pub fn account_of(controller: &str) -> &'static str {
         "root-ca-certificate-publisher-controller" => "root-ca-cert-publisher",
         "serviceaccount-controller" => "service-account-controller",
         "statefulset-controller" => "statefulset-controller",
+        "token-cleaner-controller" => "token-cleaner",
         "ttl-after-finished-controller" => "ttl-after-finished-controller",
         // node IPAM, node lifecycle and taint eviction act as upstream's node-controller
         _ => "node-controller",
@@ -196,6 +200,11 @@ mod tests {
             "generic-garbage-collector"
         );
         assert_eq!(account_of("node-lifecycle-controller"), "node-controller");
+        assert_eq!(
+            account_of("certificatesigningrequest-signing-controller"),
+            "certificate-controller"
+        );
+        assert_eq!(account_of("token-cleaner-controller"), "token-cleaner");
         for e in crate::CONTROLLERS {
             assert!(!account_of(e.name).is_empty());
         }
