@@ -82,6 +82,13 @@ const VIRTUAL: &[Virtual] = &[
         "SelfSubjectReview",
         false,
     ),
+    (
+        "authentication.k8s.io",
+        "v1",
+        "tokenreviews",
+        "TokenReview",
+        false,
+    ),
 ];
 
 fn all_groups() -> Vec<&'static str> {

@@ -467,6 +467,19 @@ async fn route(
         let out = crate::authz::review(api, &user, plural, ns.as_deref(), &v)?;
         return Ok(json_response(201, &out));
     }
+    if let ["apis", "authentication.k8s.io", "v1", "tokenreviews"] = segs.as_slice() {
+        if method != Method::POST {
+            return Err(ApiError::new(
+                405,
+                "MethodNotAllowed",
+                "tokenreviews only take create (POST)",
+            ));
+        }
+        labels.verb = "POST";
+        let body = req.body().clone()?;
+        let (v, _) = decode_body(api, req.headers(), &body, false)?;
+        return Ok(json_response(201, &crate::tokenreview::review(api, &v)?));
+    }
     if let ["apis", "authentication.k8s.io", v @ ("v1" | "v1beta1"), "selfsubjectreviews"] =
         segs.as_slice()
     {

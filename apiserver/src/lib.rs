@@ -40,6 +40,7 @@ pub mod table;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod tokenrequest;
+pub mod tokenreview;
 pub mod validation;
 pub mod webhooks;
 
@@ -106,6 +107,8 @@ pub struct Api {
     pub sa_verifier: satoken::Verifier,
     pub authz: authz::Authorizer,
     pub audit: Option<Arc<audit::Auditor>>,
+    /// `--token-auth-file`
+    pub tokens: Arc<TokenFile>,
 }
 
 impl Api {
@@ -113,16 +116,59 @@ impl Api {
         SocketAddr::new(self.advertise, self.port).to_string()
     }
 
+    /// The user a bearer token names: the authenticator chain every request
+    /// and every TokenReview goes through.
+    pub fn token_user(&self, token: &str) -> Option<authn::User> {
+        self.authenticate_token(token, None).map(|(u, _)| u)
+    }
+
+    /// The token authenticators under `audiences` (None: the API audiences,
+    /// `--api-audiences` or the issuer), as upstream's chain: the user and the
+    /// audiences the token is good for. `--token-auth-file` tokens are
+    /// audience-agnostic: they answer for the API audiences the request shares.
+    pub fn authenticate_token(
+        &self,
+        token: &str,
+        audiences: Option<&[String]>,
+    ) -> Option<(authn::User, Vec<String>)> {
+        let api = &self.sa_verifier.audiences;
+        let wanted: Vec<String> = audiences.map_or_else(|| api.clone(), <[String]>::to_vec);
+        if let Some(u) = self.tokens.lookup(token) {
+            if audiences.is_none() {
+                return Some((u.clone(), wanted));
+            }
+            let shared: Vec<String> = wanted.into_iter().filter(|a| api.contains(a)).collect();
+            return (!shared.is_empty()).then(|| (u.clone(), shared));
+        }
+        match audiences {
+            None => self.service_account_user(token).map(|u| (u, wanted)),
+            Some(auds) => {
+                let mut v = self.sa_verifier.clone();
+                v.audiences = auds.to_vec();
+                let (u, token_auds) = self.service_account_user_with(token, &v)?;
+                let shared = auds.iter().filter(|a| token_auds.contains(a)).cloned();
+                Some((u, shared.collect()))
+            }
+        }
+    }
+
     /// The user of a valid service-account token whose service account (and,
     /// for a bound token, pod) still exist with the UIDs it names.
     pub fn service_account_user(&self, token: &str) -> Option<authn::User> {
-        if self.sa_verifier.is_empty() || !satoken::looks_like_jwt(token) {
+        self.service_account_user_with(token, &self.sa_verifier)
+            .map(|(u, _)| u)
+    }
+
+    /// As `service_account_user`, through `verifier` (its audiences); with the token's audiences.
+    fn service_account_user_with(
+        &self,
+        token: &str,
+        verifier: &satoken::Verifier,
+    ) -> Option<(authn::User, Vec<String>)> {
+        if verifier.is_empty() || !satoken::looks_like_jwt(token) {
             return None;
         }
-        let claims = match self
-            .sa_verifier
-            .verify(token, chrono::Utc::now().timestamp())
-        {
+        let claims = match verifier.verify(token, chrono::Utc::now().timestamp()) {
             Ok(c) => c,
             Err(why) => {
                 tracing::debug!(%why, "service-account token refused");
@@ -157,7 +203,15 @@ impl Api {
                 return None;
             }
         }
-        Some(authn::User::service_account(ns, name, &sa_uid))
+        let auds = match claims.get("aud") {
+            Some(serde_json::Value::String(a)) => vec![a.clone()],
+            Some(serde_json::Value::Array(a)) => a
+                .iter()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect(),
+            _ => Vec::new(),
+        };
+        Some((authn::User::service_account(ns, name, &sa_uid), auds))
     }
 
     /// A lease for events, shared by the events created within a minute, as upstream.
@@ -260,7 +314,6 @@ pub struct Server {
     listener: TcpListener,
     acceptor: TlsAcceptor,
     api: Arc<Api>,
-    tokens: Arc<TokenFile>,
     shutdown_tx: watch::Sender<bool>,
     cfg: Config,
 }
@@ -310,12 +363,12 @@ impl Server {
             sa_verifier: cfg.sa_verifier.clone(),
             authz: authz::Authorizer::new(cfg.authorization.clone()),
             audit: cfg.audit.clone(),
+            tokens: Arc::new(cfg.tokens.clone()),
         });
         Ok(Server {
             listener,
             acceptor,
             api,
-            tokens: Arc::new(cfg.tokens.clone()),
             shutdown_tx,
             cfg,
         })
@@ -335,7 +388,6 @@ impl Server {
             listener,
             acceptor,
             api,
-            tokens,
             shutdown_tx,
             cfg,
         } = self;
@@ -352,7 +404,6 @@ impl Server {
             listener: &listener,
             acceptor: &acceptor,
             api: &api,
-            tokens: &tokens,
         };
         serve.until(&mut conns, crate::stopped(&mut stop)).await;
         // Shutdown, as upstream: /readyz fails and this apiserver leaves the
@@ -389,7 +440,6 @@ struct Serving<'a> {
     listener: &'a TcpListener,
     acceptor: &'a TlsAcceptor,
     api: &'a Arc<Api>,
-    tokens: &'a Arc<TokenFile>,
 }
 
 impl Serving<'_> {
@@ -405,7 +455,7 @@ impl Serving<'_> {
                 accepted = self.listener.accept() => {
                     let Ok((tcp, peer)) = accepted else { continue };
                     let _ = tcp.set_nodelay(true);
-                    conns.spawn(serve_conn(tcp, peer, self.acceptor.clone(), self.api.clone(), self.tokens.clone()));
+                    conns.spawn(serve_conn(tcp, peer, self.acceptor.clone(), self.api.clone()));
                 }
                 Some(_) = conns.join_next(), if !conns.is_empty() => {}
                 _ = &mut until => return,
@@ -419,7 +469,6 @@ async fn serve_conn(
     peer: SocketAddr,
     acceptor: TlsAcceptor,
     api: Arc<Api>,
-    tokens: Arc<TokenFile>,
 ) {
     let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
         Ok(Ok(s)) => s,
@@ -445,10 +494,7 @@ async fn serve_conn(
                 .get(hyper::header::AUTHORIZATION)
                 .and_then(|h| h.to_str().ok())
                 .and_then(authn::bearer)?;
-            tokens
-                .lookup(token)
-                .cloned()
-                .or_else(|| api.service_account_user(token))
+            api.token_user(token)
         });
         async move { Ok::<_, Infallible>(http::handle(api, user, req).await) }
     });
