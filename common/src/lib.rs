@@ -1,10 +1,12 @@
 //! What every component but the apiserver shares: API clients from a
 //! kubeconfig, shared informers, a work queue, leader election on Leases, an
-//! event recorder, the health and metrics server, logging and signals.
+//! event recorder, the health and metrics server (plain, and HTTPS with
+//! delegated authentication and authorization), logging and signals.
 
 pub mod events;
 pub mod informers;
 pub mod leaderelection;
+pub mod secure;
 pub mod selectors;
 pub mod server;
 pub mod workqueue;

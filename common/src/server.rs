@@ -71,10 +71,10 @@ fn reply(code: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Respon
     r
 }
 
-fn route(
+pub(crate) fn route<B>(
     health: &Health,
     registry: &Registry,
-    req: &Request<hyper::body::Incoming>,
+    req: &Request<B>,
 ) -> Response<Full<Bytes>> {
     let text = "text/plain; charset=utf-8";
     match req.uri().path() {

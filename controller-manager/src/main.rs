@@ -120,12 +120,15 @@ struct Flags {
     /// The most endpoints one EndpointSlice holds.
     #[arg(long, default_value_t = 100)]
     max_endpoints_per_slice: usize,
-    /// Address of the health and metrics server.
+    /// The IP address on which to listen for the --secure-port port.
     #[arg(long, default_value = "0.0.0.0")]
     bind_address: IpAddr,
-    /// Port of the health and metrics server (plain HTTP until the TLS issue lands).
+    /// The port on which to serve HTTPS with authentication and authorization
+    /// (/healthz, /livez, /readyz, /metrics). If 0, don't serve HTTPS at all.
     #[arg(long, default_value_t = 10257)]
     secure_port: u16,
+    #[command(flatten)]
+    serving: common::secure::SecureServingFlags,
     #[command(flatten)]
     leader: LeaderElectionFlags,
     #[arg(short = 'v', long = "v", default_value_t = 2)]
@@ -226,8 +229,11 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = common::shutdown_on_signals();
     let registry = prometheus::Registry::new();
     let health = common::server::Health::new();
-    common::server::serve(
+    common::secure::serve(
+        &flags.serving,
+        "kube-controller-manager",
         SocketAddr::new(flags.bind_address, flags.secure_port),
+        client.clone(),
         health,
         registry,
         shutdown.clone(),

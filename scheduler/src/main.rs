@@ -14,12 +14,15 @@ struct Flags {
     /// A KubeSchedulerConfiguration (kubescheduler.config.k8s.io/v1) file.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Address of the health and metrics server.
+    /// The IP address on which to listen for the --secure-port port.
     #[arg(long, default_value = "0.0.0.0")]
     bind_address: IpAddr,
-    /// Port of the health and metrics server (plain HTTP until the TLS issue lands).
+    /// The port on which to serve HTTPS with authentication and authorization
+    /// (/healthz, /livez, /readyz, /metrics). If 0, don't serve HTTPS at all.
     #[arg(long, default_value_t = 10259)]
     secure_port: u16,
+    #[command(flatten)]
+    serving: common::secure::SecureServingFlags,
     #[command(flatten)]
     leader: LeaderElectionFlags,
     #[arg(short = 'v', long = "v", default_value_t = 2)]
@@ -52,8 +55,11 @@ async fn main() -> anyhow::Result<()> {
     health.add("informer-sync", move || {
         pods.has_synced() && nodes.has_synced()
     });
-    common::server::serve(
+    common::secure::serve(
+        &flags.serving,
+        "kube-scheduler",
         SocketAddr::new(flags.bind_address, flags.secure_port),
+        client.clone(),
         health,
         registry,
         shutdown.clone(),
