@@ -78,9 +78,19 @@ pub struct Flags {
     pub tls_cert_file: Option<PathBuf>,
     #[arg(long)]
     pub tls_private_key_file: Option<PathBuf>,
-    /// Where the self-signed serving certificate is kept (default <root-dir>/pki).
+    /// Where the self-signed serving certificate and the bootstrapped client
+    /// certificate are kept (default <root-dir>/pki, i.e. /var/lib/kubelet/pki).
     #[arg(long)]
     pub cert_dir: Option<PathBuf>,
+    /// A kubeconfig (e.g. with a bootstrap token) used to request a client
+    /// certificate when the --kubeconfig file is missing or its certificate
+    /// has expired; --kubeconfig is then written.
+    #[arg(long)]
+    pub bootstrap_kubeconfig: Option<PathBuf>,
+    /// Renew the client certificate as it nears its end (accepted; an expired
+    /// certificate is bootstrapped again at start).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub rotate_certificates: Option<bool>,
     /// Client certificates signed by this CA authenticate requests to the HTTPS server.
     #[arg(long)]
     pub client_ca_file: Option<PathBuf>,
@@ -100,6 +110,8 @@ pub struct Flags {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     pub kubeconfig: Option<PathBuf>,
+    pub bootstrap_kubeconfig: Option<PathBuf>,
+    pub rotate_certificates: bool,
     pub node_name: String,
     pub node_ips: Vec<String>,
     pub root_dir: PathBuf,
@@ -337,6 +349,11 @@ pub fn settings(f: &Flags, file: Option<&str>) -> Result<Settings, String> {
     Ok(Settings {
         tls,
         kubeconfig: f.kubeconfig.clone(),
+        bootstrap_kubeconfig: f.bootstrap_kubeconfig.clone(),
+        rotate_certificates: f
+            .rotate_certificates
+            .or_else(|| file.get("rotateCertificates").and_then(|v| v.as_bool()))
+            .unwrap_or(false),
         node_name,
         node_ips,
         root_dir: f.root_dir.clone(),

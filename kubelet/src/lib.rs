@@ -6,10 +6,12 @@
 //! its Lease and its status; `server` is the HTTPS kubelet API with
 //! `streaming` (exec, attach, port-forward over WebSocket and `spdy`);
 //! `static_pods` reads `--pod-manifest-path` and keeps the mirror pods;
-//! `agent` puts it together.
+//! `agent` puts it together; `bootstrap` requests the client certificate
+//! with `--bootstrap-kubeconfig`.
 
 pub mod agent;
 pub mod backoff;
+pub mod bootstrap;
 pub mod cgroups;
 pub mod cni;
 pub mod config;

@@ -40,6 +40,19 @@ async fn run() -> anyhow::Result<()> {
         None => None,
     };
     let settings = settings(&flags, file.as_deref()).map_err(anyhow::Error::msg)?;
+    if let Some(bootstrap) = &settings.bootstrap_kubeconfig {
+        let kubeconfig = settings
+            .kubeconfig
+            .as_deref()
+            .ok_or_else(|| anyhow::anyhow!("--bootstrap-kubeconfig needs --kubeconfig"))?;
+        kubelet::bootstrap::load_client_cert(
+            kubeconfig,
+            bootstrap,
+            &settings.tls.cert_dir,
+            &settings.node_name,
+        )
+        .await?;
+    }
     let client = common::client(settings.kubeconfig.as_deref(), "kubelet/v1.33.0").await?;
     let shutdown = common::shutdown_on_signals();
     let registry = prometheus::Registry::new();
