@@ -38,6 +38,10 @@ pub struct Flags {
     pub client_ca_file: Option<PathBuf>,
     #[arg(long)]
     pub token_auth_file: Option<PathBuf>,
+    /// Bearer tokens `<id>.<secret>` authenticate against the Secrets
+    /// `kube-system/bootstrap-token-<id>` (TLS bootstrapping of nodes).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value_t = false, action = clap::ArgAction::Set)]
+    pub enable_bootstrap_token_auth: bool,
     #[arg(long, default_value = "10.0.0.0/24")]
     pub service_cluster_ip_range: String,
     #[arg(long, default_value = "30000-32767")]
@@ -143,6 +147,8 @@ pub struct Config {
     pub tls_key_pem: Vec<u8>,
     pub client_ca_pem: Option<Vec<u8>>,
     pub tokens: TokenFile,
+    /// --enable-bootstrap-token-auth
+    pub bootstrap_token_auth: bool,
     pub service_cidr: (Ipv4Addr, u8),
     pub node_ports: (u16, u16),
     pub advertise_address: IpAddr,
@@ -337,6 +343,7 @@ impl Flags {
             tls_key_pem: read(&self.tls_private_key_file)?,
             client_ca_pem: self.client_ca_file.as_ref().map(read).transpose()?,
             tokens,
+            bootstrap_token_auth: self.enable_bootstrap_token_auth,
             service_cidr: parse_cidr(&self.service_cluster_ip_range)
                 .map_err(|why| invalid("service-cluster-ip-range", why))?,
             node_ports: parse_port_range(&self.service_node_port_range)

@@ -735,7 +735,7 @@ async fn serve_verb(
             labels.verb = "LIST";
             list(api, ctx, &q, out).await?
         }
-        (&Method::GET, Some(n), None | Some("status")) => {
+        (&Method::GET, Some(n), None | Some("status" | "approval")) => {
             labels.verb = "GET";
             let out = negotiate(accept, &allowed)?;
             if t.watch_path || q.flag("watch") {
@@ -790,7 +790,7 @@ async fn serve_verb(
             store::delete(ctx, n, &opts).await?;
             json_response(201, &success_status(None))
         }
-        (&Method::PUT, Some(n), None | Some("status")) => {
+        (&Method::PUT, Some(n), None | Some("status" | "approval")) => {
             labels.verb = "PUT";
             let out = negotiate(accept, &allowed)?;
             let (v, _) = decode_body(api, &parts.headers, &body.clone()?, false)?;
@@ -808,7 +808,7 @@ async fn serve_verb(
             let (v, _) = decode_body(api, &parts.headers, &body.clone()?, false)?;
             json_response(200, &store::finalize_namespace(ctx, n, &v).await?)
         }
-        (&Method::PATCH, Some(n), None | Some("status")) => {
+        (&Method::PATCH, Some(n), None | Some("status" | "approval")) => {
             labels.verb = "PATCH";
             let out = negotiate(accept, &allowed)?;
             let (v, ptype) = decode_body(api, &parts.headers, &body.clone()?, true)?;

@@ -10,7 +10,9 @@ pub mod allocator;
 pub mod audit;
 pub mod authn;
 pub mod authz;
+pub mod bootstraptoken;
 pub mod cache;
+pub mod certificates;
 pub mod config;
 pub mod defaults;
 pub mod discovery;
@@ -109,6 +111,8 @@ pub struct Api {
     pub audit: Option<Arc<audit::Auditor>>,
     /// `--token-auth-file`
     pub tokens: Arc<TokenFile>,
+    /// `--enable-bootstrap-token-auth`
+    pub bootstrap_tokens: bool,
 }
 
 impl Api {
@@ -133,7 +137,8 @@ impl Api {
     ) -> Option<(authn::User, Vec<String>)> {
         let api = &self.sa_verifier.audiences;
         let wanted: Vec<String> = audiences.map_or_else(|| api.clone(), <[String]>::to_vec);
-        if let Some(u) = self.tokens.lookup(token) {
+        let audience_agnostic = self.tokens.lookup(token).cloned();
+        if let Some(u) = audience_agnostic.or_else(|| bootstraptoken::authenticate(self, token)) {
             if audiences.is_none() {
                 return Some((u.clone(), wanted));
             }
@@ -364,6 +369,7 @@ impl Server {
             authz: authz::Authorizer::new(cfg.authorization.clone()),
             audit: cfg.audit.clone(),
             tokens: Arc::new(cfg.tokens.clone()),
+            bootstrap_tokens: cfg.bootstrap_token_auth,
         });
         Ok(Server {
             listener,

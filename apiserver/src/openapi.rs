@@ -127,14 +127,20 @@ fn register(g: &mut SchemaGenerator) -> Registered {
     r.add::<batch::v1::CronJob>(g, "batch", "v1", true);
     r.add::<coordination::v1::Lease>(g, "coordination.k8s.io", "v1", true);
     r.add::<discovery::v1::EndpointSlice>(g, "discovery.k8s.io", "v1", true);
+    r.add::<k8s_openapi::api::certificates::v1::CertificateSigningRequest>(
+        g,
+        "certificates.k8s.io",
+        "v1",
+        true,
+    );
     r.add::<k8s_openapi::api::scheduling::v1::PriorityClass>(g, "scheduling.k8s.io", "v1", true);
+    r.add::<k8s_openapi::api::storage::v1::StorageClass>(g, "storage.k8s.io", "v1", true);
     {
         use k8s_openapi::api::rbac::v1 as rbac;
         let group = "rbac.authorization.k8s.io";
         r.add::<rbac::Role>(g, group, "v1", true);
         r.add::<rbac::RoleBinding>(g, group, "v1", true);
         r.add::<rbac::ClusterRole>(g, group, "v1", true);
-    r.add::<k8s_openapi::api::storage::v1::StorageClass>(g, "storage.k8s.io", "v1", true);
         r.add::<rbac::ClusterRoleBinding>(g, group, "v1", true);
     }
     {
@@ -799,7 +805,7 @@ fn resource_paths(r: &Resource, kinds: &BTreeMap<Gvk, String>) -> Vec<PathItem> 
         let word = upper_first(sub);
         let subject = format!("the {sub} of the named {kind}");
         let (verbs, g): (&[Verb], Gvk) = match *sub {
-            "status" => (&[READ, REPLACE, PATCH], own.clone()),
+            "status" | "approval" => (&[READ, REPLACE, PATCH], own.clone()),
             "finalize" => (&[REPLACE], own.clone()),
             "scale" => (&[READ, REPLACE, PATCH], gvk("autoscaling", "v1", "Scale")),
             "binding" => (&[CREATE], gvk("", "v1", "Binding")),

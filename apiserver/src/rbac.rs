@@ -2749,6 +2749,164 @@ pub fn bootstrap_controller_role_bindings() -> Vec<Value> {
         .collect()
 }
 
+/// A bootstrap Role in `namespace`.
+fn namespaced_role(namespace: &str, name: &str, rules: Vec<PolicyRule>) -> Value {
+    let mut role = cluster_role(name, rules);
+    role["kind"] = json!("Role");
+    role["metadata"]["namespace"] = json!(namespace);
+    role
+}
+
+/// A bootstrap RoleBinding in `namespace` of the Role `role` there.
+fn namespaced_role_binding(namespace: &str, name: &str, role: &str, subjects: &[Who]) -> Value {
+    let mut b = cluster_role_binding(name, role, subjects);
+    b["kind"] = json!("RoleBinding");
+    b["metadata"]["namespace"] = json!(namespace);
+    b["roleRef"]["kind"] = json!("Role");
+    b
+}
+
+/// Upstream's `NamespaceRoles()`: Roles in kube-system and kube-public
+/// (the bootstrap signer and token cleaner among them).
+pub fn bootstrap_namespace_roles() -> Vec<Value> {
+    const SYS: &str = "kube-system";
+    vec![
+        namespaced_role(
+            SYS,
+            "extension-apiserver-authentication-reader",
+            vec![named(
+                READ,
+                &[""],
+                &["configmaps"],
+                &["extension-apiserver-authentication"],
+            )],
+        ),
+        namespaced_role(
+            SYS,
+            &format!("{CONTROLLER_PREFIX}bootstrap-signer"),
+            vec![rule(READ, &[""], &["secrets"])],
+        ),
+        namespaced_role(
+            SYS,
+            &format!("{CONTROLLER_PREFIX}cloud-provider"),
+            vec![rule(
+                &["create", "get", "list", "watch"],
+                &[""],
+                &["configmaps"],
+            )],
+        ),
+        namespaced_role(
+            SYS,
+            &format!("{CONTROLLER_PREFIX}token-cleaner"),
+            vec![
+                rule(&["get", "list", "watch", "delete"], &[""], &["secrets"]),
+                events_rule(),
+            ],
+        ),
+        namespaced_role(
+            SYS,
+            "system::leader-locking-kube-controller-manager",
+            vec![
+                rule(&["watch"], &[""], &["configmaps"]),
+                named(
+                    &["get", "update"],
+                    &[""],
+                    &["configmaps"],
+                    &["kube-controller-manager"],
+                ),
+                rule(
+                    &["get", "watch", "list", "create", "update"],
+                    &["coordination.k8s.io"],
+                    &["leases"],
+                ),
+            ],
+        ),
+        namespaced_role(
+            SYS,
+            "system::leader-locking-kube-scheduler",
+            vec![
+                rule(&["watch"], &[""], &["configmaps"]),
+                named(
+                    &["get", "update"],
+                    &[""],
+                    &["configmaps"],
+                    &["kube-scheduler"],
+                ),
+            ],
+        ),
+        namespaced_role(
+            "kube-public",
+            &format!("{CONTROLLER_PREFIX}bootstrap-signer"),
+            vec![
+                rule(READ, &[""], &["configmaps"]),
+                named(&["update"], &[""], &["configmaps"], &["cluster-info"]),
+                events_rule(),
+            ],
+        ),
+    ]
+}
+
+/// Upstream's `NamespaceRoleBindings()`.
+pub fn bootstrap_namespace_role_bindings() -> Vec<Value> {
+    const SYS: &str = "kube-system";
+    let signer = format!("{CONTROLLER_PREFIX}bootstrap-signer");
+    let cloud = format!("{CONTROLLER_PREFIX}cloud-provider");
+    let cleaner = format!("{CONTROLLER_PREFIX}token-cleaner");
+    vec![
+        namespaced_role_binding(
+            SYS,
+            "system::extension-apiserver-authentication-reader",
+            "extension-apiserver-authentication-reader",
+            &[
+                Who::User("system:kube-controller-manager"),
+                Who::User("system:kube-scheduler"),
+            ],
+        ),
+        namespaced_role_binding(
+            SYS,
+            "system::leader-locking-kube-controller-manager",
+            "system::leader-locking-kube-controller-manager",
+            &[
+                Who::User("system:kube-controller-manager"),
+                Who::ServiceAccount(SYS, "kube-controller-manager"),
+            ],
+        ),
+        namespaced_role_binding(
+            SYS,
+            "system::leader-locking-kube-scheduler",
+            "system::leader-locking-kube-scheduler",
+            &[
+                Who::User("system:kube-scheduler"),
+                Who::ServiceAccount(SYS, "kube-scheduler"),
+            ],
+        ),
+        namespaced_role_binding(
+            SYS,
+            &signer,
+            &signer,
+            &[Who::ServiceAccount(SYS, "bootstrap-signer")],
+        ),
+        namespaced_role_binding(
+            SYS,
+            &cloud,
+            &cloud,
+            &[Who::ServiceAccount(SYS, "cloud-provider")],
+        ),
+        namespaced_role_binding(
+            SYS,
+            &cleaner,
+            &cleaner,
+            &[Who::ServiceAccount(SYS, "token-cleaner")],
+        ),
+        namespaced_role_binding(
+            "kube-public",
+            &signer,
+            &signer,
+            &[Who::ServiceAccount(SYS, "bootstrap-signer")],
+        ),
+    ]
+}
+
 /// Everything the apiserver ensures at start (upstream's `storage_rbac`
 /// post-start hook): cluster roles, their bindings, the controllers' roles and
 /// bindings. Pass each with the stored object to [`reconcile`].
@@ -2757,6 +2915,8 @@ pub fn bootstrap_objects() -> Vec<Value> {
     out.extend(bootstrap_cluster_role_bindings());
     out.extend(bootstrap_controller_roles());
     out.extend(bootstrap_controller_role_bindings());
+    out.extend(bootstrap_namespace_roles());
+    out.extend(bootstrap_namespace_role_bindings());
     out
 }
 
@@ -3850,9 +4010,13 @@ mod tests {
         for o in &objs {
             let kind = str_at(o, "/kind");
             let name = str_at(o, "/metadata/name");
+            let ns = match str_at(o, "/metadata/namespace") {
+                "" => String::new(),
+                ns => format!("{ns}/"),
+            };
             assert!(
-                names.insert(format!("{kind}/{name}")),
-                "duplicate {kind}/{name}"
+                names.insert(format!("{kind}/{ns}{name}")),
+                "duplicate {kind}/{ns}{name}"
             );
             assert_eq!(o["apiVersion"], "rbac.authorization.k8s.io/v1");
             assert_eq!(
@@ -3860,10 +4024,11 @@ mod tests {
                 BOOTSTRAP_LABEL_VALUE
             );
             assert_eq!(o["metadata"]["annotations"][AUTOUPDATE_ANNOTATION], "true");
-            if kind == "ClusterRoleBinding" {
+            if kind.ends_with("Binding") {
                 let role = str_at(o, "/roleRef/name");
+                let role_kind = str_at(o, "/roleRef/kind");
                 assert!(
-                    names.contains(&format!("ClusterRole/{role}")),
+                    names.contains(&format!("{role_kind}/{ns}{role}")),
                     "{name} -> {role}"
                 );
             } else {

@@ -454,6 +454,20 @@ pub static RESOURCES: &[Resource] = &[
         NONE
     ),
     res!(
+        "certificates.k8s.io",
+        "v1",
+        "certificatesigningrequests",
+        "certificatesigningrequest",
+        "CertificateSigningRequest",
+        false,
+        &["csr"],
+        NONE,
+        "certificatesigningrequests",
+        &["status", "approval"],
+        false,
+        &["spec.signerName"]
+    ),
+    res!(
         "admissionregistration.k8s.io",
         "v1",
         "mutatingwebhookconfigurations",

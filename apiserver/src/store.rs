@@ -362,6 +362,7 @@ pub async fn create(ctx: &Ctx<'_>, mut obj: Value) -> ApiResult<Value> {
     crate::admission::default_storage_class_admit(ctx, &mut obj);
     let attrs = webhooks::Attributes::create(ctx, None, &name);
     admit_create(ctx, &attrs, &mut obj).await?;
+    crate::certificates::prepare_create(ctx, &mut obj)?;
     rbac_guard(ctx, &obj, None)?;
     crate::authz::admit_node(
         ctx.api,
@@ -376,6 +377,7 @@ pub async fn create(ctx: &Ctx<'_>, mut obj: Value) -> ApiResult<Value> {
     )?;
     crate::admission::pod_security(ctx, None, &obj, None)?;
     ctx.validate_create(&obj)?;
+    crate::certificates::admit_create(ctx, &obj)?;
     ctx.check_namespace_live().await?;
     webhooks::validate(ctx, &attrs, Some(&obj), None).await?;
     crate::quotas::resource_quota(ctx, None, &obj, None).await?;
@@ -519,10 +521,14 @@ async fn write_update(
         Some(old),
     )?;
     crate::admission::pod_security(ctx, sub, &new, Some(old))?;
-    let errs = validation::validate_update(ctx.res.kind, &new, old, ctx.res.namespaced);
+    let mut errs = validation::validate_update(ctx.res.kind, &new, old, ctx.res.namespaced);
+    if ctx.res.kind == crate::certificates::KIND {
+        errs.extend(crate::certificates::validate_update(sub, &new, old));
+    }
     if !errs.is_empty() {
         return Err(ApiError::invalid(ctx.res, name, causes(errs)));
     }
+    crate::certificates::admit_update(ctx, sub, &new, old)?;
     if hooks {
         webhooks::validate(ctx, &attrs, Some(&new), Some(old)).await?;
     }
@@ -875,27 +881,21 @@ impl DeleteOpts {
 
 /// DELETE of one object: graceful for pods, finalizers and propagation recorded for the
 /// garbage collector, otherwise removed. Returns the object's last state.
+/// Namespaces NamespaceLifecycle refuses to delete, as upstream's.
+const IMMORTAL_NAMESPACES: [&str; 3] = ["default", "kube-system", "kube-public"];
+
 pub async fn delete(ctx: &Ctx<'_>, name: &str, opts: &DeleteOpts) -> ApiResult<Value> {
     crate::authz::admit_node(
         ctx.api,
         ctx.user,
         crate::nodeauthz::Operation::Delete,
         ctx.res,
-/// Namespaces NamespaceLifecycle refuses to delete, as upstream's.
-const IMMORTAL_NAMESPACES: [&str; 3] = ["default", "kube-system", "kube-public"];
-
         "",
         ctx.ns.as_deref().unwrap_or_default(),
         name,
         None,
         None,
     )?;
-    let dry_run = ctx.dry_run || opts.dry_run;
-    if let Some(p) = opts.propagation.as_deref() {
-        if !matches!(p, "Orphan" | "Background" | "Foreground") {
-            return Err(ApiError::invalid(
-                ctx.res,
-                name,
     // NamespaceLifecycle: the namespaces the apiserver keeps are immortal
     if ctx.res.plural == "namespaces"
         && ctx.res.group.is_empty()
@@ -905,6 +905,12 @@ const IMMORTAL_NAMESPACES: [&str; 3] = ["default", "kube-system", "kube-public"]
             "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
         )));
     }
+    let dry_run = ctx.dry_run || opts.dry_run;
+    if let Some(p) = opts.propagation.as_deref() {
+        if !matches!(p, "Orphan" | "Background" | "Foreground") {
+            return Err(ApiError::invalid(
+                ctx.res,
+                name,
                 vec![Cause {
                     reason: "FieldValueNotSupported".into(),
                     field: "propagationPolicy".into(),

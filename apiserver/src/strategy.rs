@@ -28,6 +28,9 @@ pub fn prepare_create(res: &Resource, obj: &mut Value) {
 /// Carry over what an update of the main resource (or of `sub`) may not change.
 pub fn prepare_update(res: &Resource, sub: Option<&str>, new: &mut Value, old: &Value) {
     match sub {
+        _ if res.kind == crate::certificates::KIND => {
+            crate::certificates::prepare_update(sub, new, old)
+        }
         Some("status") => {
             let status = new.get("status").cloned();
             *new = old.clone();

@@ -593,6 +593,24 @@ pub fn columns(group: &str, resource: &str) -> Vec<Column> {
             ),
             age_col(),
         ],
+        ("certificates.k8s.io", "certificatesigningrequests") => vec![
+            name_col(),
+            age_col(),
+            col("SignerName", "string", "The signer the request is for.", 0),
+            col("Requestor", "string", "Who created the request.", 0),
+            col(
+                "RequestedDuration",
+                "string",
+                "The validity the requester asked for (spec.expirationSeconds).",
+                0,
+            ),
+            col(
+                "Condition",
+                "string",
+                "Approved or Denied (or Pending), Failed, Issued.",
+                0,
+            ),
+        ],
         ("scheduling.k8s.io", "priorityclasses") => vec![
             name_col(),
             col("Value", "integer", "Priority value.", 0),
@@ -690,6 +708,17 @@ pub fn cells(group: &str, resource: &str, obj: &Value, now: DateTime<Utc>) -> Ve
             age_of(obj, now),
         ],
         ("storage.k8s.io", "storageclasses") => storageclass_cells(obj, now),
+        ("certificates.k8s.io", "certificatesigningrequests") => vec![
+            name_of(obj),
+            age_of(obj, now),
+            Value::from(match st(obj, &["spec", "signerName"]) {
+                "" => "<none>",
+                s => s,
+            }),
+            Value::from(st(obj, &["spec", "username"])),
+            Value::from(crate::certificates::requested_duration(obj)),
+            Value::from(crate::certificates::condition_text(obj)),
+        ],
         ("scheduling.k8s.io", "priorityclasses") => vec![
             name_of(obj),
             Value::from(int_of(obj, &["value"])),
@@ -2170,6 +2199,7 @@ mod tests {
         ("policy", "poddisruptionbudgets"),
         ("storage.k8s.io", "storageclasses"),
         ("scheduling.k8s.io", "priorityclasses"),
+        ("certificates.k8s.io", "certificatesigningrequests"),
         ("node.k8s.io", "runtimeclasses"),
         (
             "admissionregistration.k8s.io",

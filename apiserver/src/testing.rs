@@ -309,6 +309,7 @@ impl TestServer {
                 "{TEST_TOKEN},token-user,42,\"system:masters\"\n"
             ))
             .expect("tokens"),
+            bootstrap_token_auth: false,
             service_cidr: ("10.0.0.0".parse().expect("ip"), 24),
             node_ports: (30000, 32767),
             advertise_address: "127.0.0.1".parse().expect("ip"),

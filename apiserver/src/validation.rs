@@ -464,6 +464,8 @@ fn mask_trailing_dash(s: &str) -> String {
 
 #[derive(Clone, Copy, PartialEq)]
 enum NameRule {
+    /// any name (CertificateSigningRequest: "We don't care what you call your certificate requests")
+    Any,
     Subdomain,
     Label,
     Dns1035,
@@ -481,6 +483,7 @@ fn check_name(rule: NameRule, name: &str, prefix: bool) -> Vec<String> {
         NameRule::Label => dns1123_label(&n),
         NameRule::Dns1035 => dns1035_label(&n),
         NameRule::PathSegment => path_segment_name(&n, prefix),
+        NameRule::Any => Vec::new(),
     }
 }
 
@@ -489,6 +492,7 @@ fn name_rule(kind: &str) -> NameRule {
         "Namespace" | "StatefulSet" => NameRule::Label,
         "Service" => NameRule::Dns1035,
         "Role" | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding" => NameRule::PathSegment,
+        "CertificateSigningRequest" => NameRule::Any,
         _ => NameRule::Subdomain,
     }
 }
@@ -3896,10 +3900,6 @@ fn validate_priority_class(pc: &Value, errs: &mut Vec<FieldError>) {
 }
 
 // ---------------------------------------------------------------------------
-// admissionregistration/v1: Mutating- and ValidatingWebhookConfiguration
-
-/// Go's `%#v` of a string slice (`[]string{"a", "b"}`), under a type name.
-// ---------------------------------------------------------------------------
 // storage.k8s.io/v1: StorageClass
 
 /// Upstream's limits on a StorageClass's parameters.
@@ -3992,6 +3992,10 @@ fn validate_storage_class_update(new: &Value, old: &Value, errs: &mut Vec<FieldE
     );
 }
 
+// ---------------------------------------------------------------------------
+// admissionregistration/v1: Mutating- and ValidatingWebhookConfiguration
+
+/// Go's `%#v` of a string slice (`[]string{"a", "b"}`), under a type name.
 fn render_str_slice(type_name: &str, items: &[Value]) -> String {
     let body: Vec<String> = items
         .iter()
@@ -4950,11 +4954,14 @@ fn validate_object(kind: &str, obj: &Value, namespaced: bool, create: bool) -> V
         "EndpointSlice" => validate_endpoint_slice(obj, create, &mut errs),
         "Lease" => validate_lease(obj, &mut errs),
         "PriorityClass" => validate_priority_class(obj, &mut errs),
+        "StorageClass" => validate_storage_class(obj, &mut errs),
         "ServiceAccount" => validate_service_account(obj, &mut errs),
+        "CertificateSigningRequest" if create => {
+            errs.extend(crate::certificates::validate_create(obj))
+        }
         "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration" if create => {
             validate_webhook_configuration(
                 obj,
-        "StorageClass" => validate_storage_class(obj, &mut errs),
                 None,
                 kind == "MutatingWebhookConfiguration",
                 &mut errs,
@@ -5049,6 +5056,7 @@ pub fn validate_update(kind: &str, new: &Value, old: &Value, namespaced: bool) -
             &mut errs,
         ),
         "Node" => validate_node_update(new, old, &mut errs),
+        "StorageClass" => validate_storage_class_update(new, old, &mut errs),
         "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration" => {
             validate_webhook_configuration(
                 new,
@@ -5056,7 +5064,6 @@ pub fn validate_update(kind: &str, new: &Value, old: &Value, namespaced: bool) -
                 kind == "MutatingWebhookConfiguration",
                 &mut errs,
             )
-        "StorageClass" => validate_storage_class_update(new, old, &mut errs),
         }
         _ => {}
     }

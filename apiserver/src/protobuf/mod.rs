@@ -164,6 +164,10 @@ impl Decoder {
         let mut r = Reader { b, i: 0 };
         // types whose JSON form is not an object
         match ty.rsplit('.').next().unwrap_or_default() {
+            // Go writes a zero time as an empty message: JSON's null
+            "Time" | "MicroTime" if ty.contains(".meta.v1.") && b.is_empty() => {
+                return Ok(Value::Null);
+            }
             "Time" | "MicroTime" if ty.contains(".meta.v1.") => {
                 let (mut secs, mut nanos) = (0i64, 0i64);
                 while !r.done() {
