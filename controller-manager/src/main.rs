@@ -239,43 +239,53 @@ async fn main() -> anyhow::Result<()> {
         shutdown.clone(),
     )
     .await?;
-    let work = move |stop: tokio::sync::watch::Receiver<bool>| async move {
-        let informers = common::informers::Informers::new(client.clone(), None, stop.clone());
-        let credentials = if use_sa {
-            let names: Vec<&str> = chosen.iter().map(|e| e.name).collect();
-            loop {
-                match controllers::sacredentials::Credentials::new(&client, &base, &names).await {
-                    Ok(c) => break Some(std::sync::Arc::new(c)),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "service-account credentials for the controllers; retrying");
-                        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    // each term of leadership starts every controller afresh, with its own informers
+    let work = move |stop: tokio::sync::watch::Receiver<bool>| {
+        let (client, base, chosen, settings) = (
+            client.clone(),
+            base.clone(),
+            chosen.clone(),
+            settings.clone(),
+        );
+        async move {
+            let informers = common::informers::Informers::new(client.clone(), None, stop.clone());
+            let credentials = if use_sa {
+                let names: Vec<&str> = chosen.iter().map(|e| e.name).collect();
+                loop {
+                    match controllers::sacredentials::Credentials::new(&client, &base, &names).await
+                    {
+                        Ok(c) => break Some(std::sync::Arc::new(c)),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "service-account credentials for the controllers; retrying");
+                            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                        }
                     }
                 }
+            } else {
+                None
+            };
+            if let Some(c) = &credentials {
+                let (c, root, stop) = (c.clone(), client.clone(), stop.clone());
+                tokio::spawn(async move { c.renew(root, stop).await });
             }
-        } else {
-            None
-        };
-        if let Some(c) = &credentials {
-            let (c, root, stop) = (c.clone(), client.clone(), stop.clone());
-            tokio::spawn(async move { c.renew(root, stop).await });
-        }
-        let ctx = Ctx {
-            client,
-            informers,
-            settings,
-            stop,
-        };
-        let mut running = Vec::new();
-        for e in chosen {
-            tracing::info!(controller = e.name, "starting");
-            let mut own = ctx.clone();
-            if let Some(c) = credentials.as_ref().and_then(|c| c.client_for(e.name)) {
-                own.client = c;
+            let ctx = Ctx {
+                client,
+                informers,
+                settings,
+                stop,
+            };
+            let mut running = Vec::new();
+            for e in chosen {
+                tracing::info!(controller = e.name, "starting");
+                let mut own = ctx.clone();
+                if let Some(c) = credentials.as_ref().and_then(|c| c.client_for(e.name)) {
+                    own.client = c;
+                }
+                running.push(tokio::spawn((e.start)(own)));
             }
-            running.push(tokio::spawn((e.start)(own)));
-        }
-        for r in running {
-            let _ = r.await;
+            for r in running {
+                let _ = r.await;
+            }
         }
     };
     if !flags.leader.leader_elect {
@@ -293,8 +303,8 @@ async fn main() -> anyhow::Result<()> {
         el_client,
         flags.leader.config("kube-controller-manager", &identity)?,
     );
-    if el.run(shutdown, work).await == Outcome::Lost {
-        anyhow::bail!("leader election lost");
+    if el.run_terms(shutdown, work).await == Outcome::Lost {
+        anyhow::bail!("leader election lost, and the controllers did not stop in time");
     }
     Ok(())
 }

@@ -43,9 +43,18 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = common::shutdown_on_signals();
     let registry = prometheus::Registry::new();
     let health = common::server::Health::new();
-    let mut profile = scheduler::plugins::profile(&cfg.profile, cfg.percentage_of_nodes_to_score);
-    profile.pool = scheduler::scheduler::filter_pool(cfg.parallelism);
-    let sched = scheduler::scheduler::Scheduler::new(client.clone(), profile, &registry);
+    let metrics = scheduler::scheduler::Metrics::new(&registry);
+    let pool = scheduler::scheduler::filter_pool(cfg.parallelism);
+    // a scheduler with an empty queue and cache, for each term of leadership
+    let fresh = {
+        let client = client.clone();
+        move || {
+            let mut profile =
+                scheduler::plugins::profile(&cfg.profile, cfg.percentage_of_nodes_to_score);
+            profile.pool = pool.clone();
+            scheduler::scheduler::Scheduler::with_metrics(client.clone(), profile, metrics.clone())
+        }
+    };
     let informers = common::informers::Informers::new(client.clone(), None, shutdown.clone());
     // ready once the pod and node caches have synced, as upstream's informer-sync check
     let (pods, nodes) = (
@@ -66,17 +75,20 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     if !flags.leader.leader_elect {
-        scheduler::run(sched, informers, shutdown).await;
+        scheduler::run(fresh(), informers, shutdown).await;
         return Ok(());
     }
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let identity = format!("{}_{}", host.trim(), std::process::id());
     let el = LeaderElector::new(client, flags.leader.config("kube-scheduler", &identity)?);
+    // the informers outlive a term, so a candidate's caches stay warm
     let outcome = el
-        .run(shutdown, move |stop| scheduler::run(sched, informers, stop))
+        .run_terms(shutdown, move |stop| {
+            scheduler::run(fresh(), informers.clone(), stop)
+        })
         .await;
     if outcome == Outcome::Lost {
-        anyhow::bail!("leader election lost");
+        anyhow::bail!("leader election lost, and the scheduler did not stop in time");
     }
     Ok(())
 }

@@ -309,6 +309,7 @@ impl Profile {
     }
 }
 
+#[derive(Clone)]
 pub struct Metrics {
     pub attempts: IntCounterVec,
     pub attempt_duration: HistogramVec,
@@ -384,13 +385,23 @@ fn object_ref(pod: &Pod) -> ObjectReference {
 
 impl Scheduler {
     pub fn new(client: kube::Client, profile: Profile, registry: &Registry) -> Arc<Scheduler> {
+        Scheduler::with_metrics(client, profile, Metrics::new(registry))
+    }
+
+    /// A scheduler reporting to metrics registered before (each leadership
+    /// term starts a fresh scheduler; the series go on).
+    pub fn with_metrics(
+        client: kube::Client,
+        profile: Profile,
+        metrics: Metrics,
+    ) -> Arc<Scheduler> {
         Arc::new(Scheduler {
             recorder: Recorder::new(client.clone(), &profile.scheduler_name, None),
             client,
             cache: Mutex::new(Cache::default()),
             queue: SchedulingQueue::new(),
             profile,
-            metrics: Metrics::new(registry),
+            metrics,
             next_start: AtomicUsize::new(0),
             binds: Arc::new(tokio::sync::Semaphore::new(64)),
         })
