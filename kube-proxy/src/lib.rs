@@ -3,5 +3,6 @@
 //! upstream's flags and KubeProxyConfiguration.
 
 pub mod config;
+pub mod netlink;
 pub mod proxier;
 pub mod rules;

@@ -49,6 +49,33 @@ pub fn nft(script: &str) -> Result<(), String> {
     }
 }
 
+/// Whether incremental syncs go straight to the kernel over netlink
+/// (`IRONKUBE_PROXY_NETLINK=0` sends them through `nft -f` instead).
+fn netlink_enabled() -> bool {
+    !matches!(
+        std::env::var("IRONKUBE_PROXY_NETLINK").as_deref(),
+        Ok("0" | "false")
+    )
+}
+
+/// Apply an incremental script as one netlink batch, without the ruleset
+/// dump every `nft` run starts with; a script the encoder does not cover, or
+/// a batch the kernel refuses (it then applied none of it), goes through
+/// `nft -f` instead.
+fn apply_diff(script: &str) -> Result<(), String> {
+    match crate::netlink::apply(script) {
+        Ok(()) => Ok(()),
+        Err(e @ crate::netlink::Error::Unsupported(_)) => {
+            tracing::debug!(error = %e, "applying the diff with nft -f");
+            nft(script)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "netlink batch failed; applying the diff with nft -f");
+            nft(script)
+        }
+    }
+}
+
 /// Remove our tables in both families (`--cleanup`, and on request in tests).
 pub fn cleanup() -> Result<(), String> {
     for family in [Family::Ipv4, Family::Ipv6] {
@@ -300,6 +327,8 @@ impl Proxier {
         }
         let result = if script.is_empty() {
             Ok(())
+        } else if diff && netlink_enabled() {
+            apply_diff(&script)
         } else {
             nft(&script)
         };

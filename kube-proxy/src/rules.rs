@@ -24,6 +24,9 @@ use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 mod incremental;
+/// The random Services, slices and changes of the incremental tests.
+#[cfg(test)]
+pub(crate) use incremental::tests as random;
 pub use incremental::{Change, Incremental};
 
 /// Name of the table in both families.

@@ -573,29 +573,29 @@ fn fingerprint(svc: &Service, slices: &[&EndpointSlice]) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::rules::{stale_udp_endpoints, Family};
     use serde_json::json;
 
     /// xorshift64*: deterministic, no dependency.
-    struct Rng(u64);
+    pub(crate) struct Rng(pub(crate) u64);
     impl Rng {
-        fn next(&mut self) -> u64 {
+        pub(crate) fn next(&mut self) -> u64 {
             self.0 ^= self.0 >> 12;
             self.0 ^= self.0 << 25;
             self.0 ^= self.0 >> 27;
             self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
         }
-        fn below(&mut self, n: usize) -> usize {
+        pub(crate) fn below(&mut self, n: usize) -> usize {
             (self.next() % n as u64) as usize
         }
-        fn chance(&mut self, pct: u64) -> bool {
+        pub(crate) fn chance(&mut self, pct: u64) -> bool {
             self.next() % 100 < pct
         }
     }
 
-    fn cfg(family: Family) -> Config {
+    pub(crate) fn cfg(family: Family) -> Config {
         Config {
             family,
             node_name: "node-a".into(),
@@ -610,7 +610,7 @@ mod tests {
 
     /// Service `i` in one of many shapes; small pools of cluster and
     /// external IPs so that Services collide on map elements too.
-    fn service(rng: &mut Rng, i: usize) -> Service {
+    pub(crate) fn service(rng: &mut Rng, i: usize) -> Service {
         let typ = ["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"][rng.below(4)];
         let cip = if rng.chance(10) {
             "None".to_string()
@@ -663,7 +663,7 @@ mod tests {
         serde_json::from_value(obj).expect("service fixture")
     }
 
-    fn slice(rng: &mut Rng, i: usize, k: usize) -> EndpointSlice {
+    pub(crate) fn slice(rng: &mut Rng, i: usize, k: usize) -> EndpointSlice {
         let v6 = rng.chance(20);
         let mut eps = vec![];
         for _ in 0..rng.below(4) {
@@ -697,6 +697,64 @@ mod tests {
         .expect("slice fixture")
     }
 
+    /// One random change: Services and slices come, go, change or swap
+    /// places (which decides who wins a collision).
+    pub(crate) fn mutate(
+        rng: &mut Rng,
+        svcs: &mut Vec<Service>,
+        slices: &mut Vec<EndpointSlice>,
+        next: &mut usize,
+        step: usize,
+    ) {
+        match rng.below(9) {
+            0 => {
+                svcs.push(service(rng, *next));
+                slices.push(slice(rng, *next, 0));
+                *next += 1;
+            }
+            1 if !svcs.is_empty() => {
+                svcs.remove(rng.below(svcs.len()));
+            }
+            2 if !svcs.is_empty() => {
+                let i = rng.below(svcs.len());
+                let n: usize = svcs[i].metadata.name.as_deref().unwrap_or("s0")[1..]
+                    .parse()
+                    .unwrap_or(0);
+                svcs[i] = service(rng, n);
+            }
+            3 | 4 if !slices.is_empty() => {
+                // endpoints come and go, get ready or not
+                let i = rng.below(slices.len());
+                let svc = slices[i].metadata.labels.as_ref().and_then(|l| {
+                    l.get(SERVICE_NAME_LABEL)
+                        .map(|s| s[1..].parse().unwrap_or(0))
+                });
+                slices[i] = slice(rng, svc.unwrap_or(0), i);
+            }
+            5 if !slices.is_empty() => {
+                slices.remove(rng.below(slices.len()));
+            }
+            6 => {
+                let n = rng.below((*next).max(1));
+                slices.push(slice(rng, n, step + 100));
+            }
+            7 => {
+                // order only: decides who wins a collision
+                let a = rng.below(svcs.len().max(1));
+                let b = rng.below(svcs.len().max(1));
+                if a < svcs.len() && b < svcs.len() {
+                    svcs.swap(a, b);
+                }
+                let a = rng.below(slices.len().max(1));
+                let b = rng.below(slices.len().max(1));
+                if a < slices.len() && b < slices.len() {
+                    slices.swap(a, b);
+                }
+            }
+            _ => {}
+        }
+    }
+
     fn as_set(v: Vec<(IpAddr, u16)>) -> BTreeSet<(IpAddr, u16)> {
         v.into_iter().collect()
     }
@@ -722,53 +780,7 @@ mod tests {
             let (mut diffs, mut stale, mut contested) = (0, 0, 0);
             assert_eq!(inc.ruleset(), &prev);
             for step in 0..300 {
-                match rng.below(9) {
-                    0 => {
-                        svcs.push(service(&mut rng, next));
-                        slices.push(slice(&mut rng, next, 0));
-                        next += 1;
-                    }
-                    1 if !svcs.is_empty() => {
-                        svcs.remove(rng.below(svcs.len()));
-                    }
-                    2 if !svcs.is_empty() => {
-                        let i = rng.below(svcs.len());
-                        let n: usize = svcs[i].metadata.name.as_deref().unwrap_or("s0")[1..]
-                            .parse()
-                            .unwrap_or(0);
-                        svcs[i] = service(&mut rng, n);
-                    }
-                    3 | 4 if !slices.is_empty() => {
-                        // endpoints come and go, get ready or not
-                        let i = rng.below(slices.len());
-                        let svc = slices[i].metadata.labels.as_ref().and_then(|l| {
-                            l.get(SERVICE_NAME_LABEL)
-                                .map(|s| s[1..].parse().unwrap_or(0))
-                        });
-                        slices[i] = slice(&mut rng, svc.unwrap_or(0), i);
-                    }
-                    5 if !slices.is_empty() => {
-                        slices.remove(rng.below(slices.len()));
-                    }
-                    6 => {
-                        let n = rng.below(next.max(1));
-                        slices.push(slice(&mut rng, n, step + 100));
-                    }
-                    7 => {
-                        // order only: decides who wins a collision
-                        let a = rng.below(svcs.len().max(1));
-                        let b = rng.below(svcs.len().max(1));
-                        if a < svcs.len() && b < svcs.len() {
-                            svcs.swap(a, b);
-                        }
-                        let a = rng.below(slices.len().max(1));
-                        let b = rng.below(slices.len().max(1));
-                        if a < slices.len() && b < slices.len() {
-                            slices.swap(a, b);
-                        }
-                    }
-                    _ => {}
-                }
+                mutate(&mut rng, &mut svcs, &mut slices, &mut next, step);
                 let want = desired(&cfg, &svcs, &slices);
                 let change = inc.update(&cfg, &svcs, &slices, true);
                 assert_eq!(inc.ruleset(), &want, "seed {seed} step {step}");
