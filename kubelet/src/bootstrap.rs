@@ -558,4 +558,33 @@ mod tests {
         assert!(!pair_valid(&current, now.timestamp()));
         assert!(!kubeconfig_still_valid(&dir.path().join("missing")).expect("missing"));
     }
+
+    #[test]
+    fn embedded_and_token_credentials_are_read_too() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (cert, key) = self_signed(30);
+        let kc = dir.path().join("kubelet.conf");
+        let write = |user: serde_json::Value| {
+            let text = serde_yaml::to_string(&json!({
+                "apiVersion": "v1", "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": "https://10.0.0.1:6443"}}],
+                "users": [{"name": "u", "user": user}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }))
+            .expect("yaml");
+            std::fs::write(&kc, text).expect("write");
+        };
+        write(json!({"client-certificate-data": b64().encode(&cert),
+            "client-key-data": b64().encode(key.serialize_pem())}));
+        assert!(kubeconfig_still_valid(&kc).expect("embedded"));
+        let (old, key) = self_signed(-1);
+        write(json!({"client-certificate-data": b64().encode(&old),
+            "client-key-data": b64().encode(key.serialize_pem())}));
+        assert!(!kubeconfig_still_valid(&kc).expect("expired"));
+        write(json!({"token": "abc"}));
+        assert!(kubeconfig_still_valid(&kc).expect("token"));
+        std::fs::write(&kc, "not: [a kubeconfig").expect("write");
+        assert!(kubeconfig_still_valid(&kc).is_err());
+    }
 }
