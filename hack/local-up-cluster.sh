@@ -246,6 +246,15 @@ chmod 600 "$KUBECONFIG_OUT"
 for c in controller-manager scheduler; do
   ironkube::kubeconfig "$OUT_DIR/$c.kubeconfig" "https://127.0.0.1:$API_PORT" "$PKI/ca.crt" "$PKI/$c.crt" "$PKI/$c.key" "$KUBECTL"
 done
+# their --secure-port: HTTPS with a self-signed pair in $SERVING_CERTS
+# (kube-<component>.crt/.key, made at first start), client certificates of the
+# cluster CA, tokens and authorization delegated to the apiserver with the
+# component's own kubeconfig, as kubeadm sets them
+SERVING_CERTS=$OUT_DIR/serving-certs
+CM_SERVING=(--cert-dir="$SERVING_CERTS" --client-ca-file="$PKI/ca.crt"
+  --authentication-kubeconfig="$OUT_DIR/controller-manager.kubeconfig" --authorization-kubeconfig="$OUT_DIR/controller-manager.kubeconfig")
+SCHED_SERVING=(--cert-dir="$SERVING_CERTS" --client-ca-file="$PKI/ca.crt"
+  --authentication-kubeconfig="$OUT_DIR/scheduler.kubeconfig" --authorization-kubeconfig="$OUT_DIR/scheduler.kubeconfig")
 if ((HA)); then
   # two of each, leader-elected (a Lease in kube-system each), on ports of their own
   for ((i = 1; i <= HA_REPLICAS; i++)); do
@@ -254,10 +263,10 @@ if ((HA)); then
       log "starting kube-controller-manager-$i (health on 127.0.0.1:$port)"
       ironkube::launch "$OUT_DIR/kube-controller-manager-$i.pid" "$LOGS/kube-controller-manager-$i.log" \
         "$BIN/kube-controller-manager" --kubeconfig="$OUT_DIR/controller-manager.kubeconfig" --bind-address=127.0.0.1 --secure-port="$port" \
-        --leader-elect=true --root-ca-file="$PKI/ca.crt" --use-service-account-credentials \
+        "${CM_SERVING[@]}" --leader-elect=true --root-ca-file="$PKI/ca.crt" --use-service-account-credentials \
         ${CONTROLLER_MANAGER_FLAGS:-}
     fi
-    ironkube::wait_url "http://127.0.0.1:$port/healthz" 30 || die "kube-controller-manager-$i did not start (see $LOGS/kube-controller-manager-$i.log)"
+    ironkube::wait_url "https://127.0.0.1:$port/healthz" 30 --cacert "$SERVING_CERTS/kube-controller-manager.crt" || die "kube-controller-manager-$i did not start (see $LOGS/kube-controller-manager-$i.log)"
   done
   for ((i = 1; i <= HA_REPLICAS; i++)); do
     port=$((${SCHEDULER_PORT:-10259} + 10 * (i - 1)))
@@ -265,21 +274,22 @@ if ((HA)); then
       log "starting kube-scheduler-$i (health on 127.0.0.1:$port)"
       ironkube::launch "$OUT_DIR/kube-scheduler-$i.pid" "$LOGS/kube-scheduler-$i.log" \
         "$BIN/kube-scheduler" --kubeconfig="$OUT_DIR/scheduler.kubeconfig" --bind-address=127.0.0.1 --secure-port="$port" \
-        --leader-elect=true
+        "${SCHED_SERVING[@]}" --leader-elect=true
     fi
-    ironkube::wait_url "http://127.0.0.1:$port/healthz" 30 || die "kube-scheduler-$i did not start (see $LOGS/kube-scheduler-$i.log)"
+    ironkube::wait_url "https://127.0.0.1:$port/healthz" 30 --cacert "$SERVING_CERTS/kube-scheduler.crt" || die "kube-scheduler-$i did not start (see $LOGS/kube-scheduler-$i.log)"
   done
 else
   log "starting kube-controller-manager"
   ironkube::launch "$OUT_DIR/kube-controller-manager.pid" "$LOGS/kube-controller-manager.log" \
     "$BIN/kube-controller-manager" --kubeconfig="$OUT_DIR/controller-manager.kubeconfig" --bind-address=127.0.0.1 --secure-port="${CONTROLLER_MANAGER_PORT:-10257}" \
-    --root-ca-file="$PKI/ca.crt" --use-service-account-credentials \
+    "${CM_SERVING[@]}" --root-ca-file="$PKI/ca.crt" --use-service-account-credentials \
     ${CONTROLLER_MANAGER_FLAGS:-}
-  ironkube::wait_url "http://127.0.0.1:${CONTROLLER_MANAGER_PORT:-10257}/healthz" 30 || die "kube-controller-manager did not start (see $LOGS/kube-controller-manager.log)"
+  ironkube::wait_url "https://127.0.0.1:${CONTROLLER_MANAGER_PORT:-10257}/healthz" 30 --cacert "$SERVING_CERTS/kube-controller-manager.crt" || die "kube-controller-manager did not start (see $LOGS/kube-controller-manager.log)"
 
   log "starting kube-scheduler"
   ironkube::launch "$OUT_DIR/kube-scheduler.pid" "$LOGS/kube-scheduler.log" \
-    "$BIN/kube-scheduler" --kubeconfig="$OUT_DIR/scheduler.kubeconfig" --bind-address=127.0.0.1 --secure-port="${SCHEDULER_PORT:-10259}"
+    "$BIN/kube-scheduler" --kubeconfig="$OUT_DIR/scheduler.kubeconfig" --bind-address=127.0.0.1 --secure-port="${SCHEDULER_PORT:-10259}" \
+    "${SCHED_SERVING[@]}"
   ironkube::wait_url "http://127.0.0.1:${SCHEDULER_PORT:-10259}/healthz" 30 || die "kube-scheduler did not start (see $LOGS/kube-scheduler.log)"
 fi
 

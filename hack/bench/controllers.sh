@@ -29,9 +29,11 @@ raw=$("$BIN/ironkube-bench" api-create --kubeconfig "$KC" --resource pods --name
 
 log "starting kube-controller-manager"
 "$BIN/kube-controller-manager" --kubeconfig="$KC" --leader-elect=false --bind-address=127.0.0.1 --secure-port="$KCM_PORT" -v=0 \
-  >"$WORK/kcm.log" 2>&1 &
+  --cert-dir="$WORK/kcm-certs" >"$WORK/kcm.log" 2>&1 &
 pids+=($!)
-ironkube::wait_url "http://127.0.0.1:$KCM_PORT/healthz" 30 || die "kube-controller-manager did not start"
+# HTTPS with the self-signed pair it writes to --cert-dir
+ironkube::wait_url "https://127.0.0.1:$KCM_PORT/healthz" 30 --cacert "$WORK/kcm-certs/kube-controller-manager.crt" ||
+  die "kube-controller-manager did not start"
 "$KUBECTL" --kubeconfig="$KC" create namespace deploy >/dev/null
 
 log "$DEPLOYMENTS Deployments x $REPLICAS replicas"
