@@ -132,8 +132,10 @@ const UDATA_INT_VMAP: [u8; 28] = [
     6, 4, 0, 0, 0, 0, // DATA_INTERVAL = no
 ];
 
-/// The largest batch sent in one message; larger diffs go through `nft -f`.
-const MAX_BATCH: usize = 4 << 20;
+/// The largest batch sent (one datagram, which must fit the socket's
+/// default send buffer, 212,992 bytes); larger diffs go through `nft -f`,
+/// where the ruleset dump matters less.
+const MAX_BATCH: usize = 200_000;
 
 /// Why a script was not applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -638,10 +640,6 @@ impl Batch {
             Some(Protocol::from(NETLINK_NETFILTER)),
         )
         .map_err(|e| io("opening a NETLINK_NETFILTER socket", e))?;
-        if wire.len() > 200_000 {
-            sock.set_send_buffer_size(wire.len() + 4096)
-                .map_err(|e| io("setting SO_SNDBUF", e))?;
-        }
         sock.set_read_timeout(Some(Duration::from_secs(5)))
             .map_err(|e| io("setting SO_RCVTIMEO", e))?;
         let mut sock = sock;
@@ -666,6 +664,7 @@ impl Batch {
                 Err(e) => return Err(io("receiving the answer", e)),
             };
             let mut done = false;
+            let errors_before = errors.len();
             for (seq, errno) in acks(&buf[..n]) {
                 if errno != 0 {
                     let what = seq
@@ -680,6 +679,12 @@ impl Batch {
             }
             if done {
                 break;
+            }
+            if errors.len() > errors_before {
+                // the kernel answers within the send; after a failure the
+                // last message may never be acknowledged: don't wait long
+                sock.set_read_timeout(Some(Duration::from_millis(200)))
+                    .map_err(|e| io("setting SO_RCVTIMEO", e))?;
             }
         }
         if errors.is_empty() {
@@ -1639,6 +1644,41 @@ mod netns_tests {
         } else {
             Err(format!("setns {path}: {}", std::io::Error::last_os_error()))
         }
+    }
+
+    /// A refused message fails the whole batch, with the errno and the line.
+    #[test]
+    fn refused_batches_apply_nothing() {
+        if !can_run() {
+            eprintln!("skipped: needs root, nft and ip");
+            return;
+        }
+        let ns = Netns::new("err");
+        ns.nft(
+            &[],
+            Some("add table ip kube-proxy\nadd chain ip kube-proxy a\n"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let script = "add chain ip kube-proxy b\nadd rule ip kube-proxy a goto missing\n";
+        match ns.netlink(script) {
+            Err(super::Error::Kernel(e)) => assert!(
+                e.contains("add rule ip kube-proxy a goto missing")
+                    && e.contains("No such file or directory"),
+                "{e}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        let listed = ns
+            .nft(&["list", "table", "ip", "kube-proxy"], None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!listed.contains("chain b"), "{listed}");
+        // and a good one goes through
+        ns.netlink("add chain ip kube-proxy b\nadd rule ip kube-proxy a goto b\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let listed = ns
+            .nft(&["list", "table", "ip", "kube-proxy"], None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(listed.contains("goto b"), "{listed}");
     }
 
     #[test]
