@@ -221,7 +221,9 @@ mod tests {
         };
         let all = general.signers().expect("general");
         assert_eq!(all.len(), 4);
-        assert!(all.iter().all(|s| s.cert_file == PathBuf::from("/ca.crt")));
+        assert!(all
+            .iter()
+            .all(|s| s.cert_file == std::path::Path::new("/ca.crt")));
         let one = SigningFlags {
             kubelet_client: (p("/k.crt"), p("/k.key")),
             ..Default::default()
