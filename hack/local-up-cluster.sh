@@ -5,8 +5,16 @@
 # kube-proxy), starts a registry with a busybox image, waits until every node
 # is Ready, and writes _output/local/admin.kubeconfig.
 #
-#   hack/local-up-cluster.sh [--nodes N] [--ha]   (nodes: default 2; 0: control plane only)
+#   hack/local-up-cluster.sh [--nodes N] [--ha] [--bootstrap-tokens]
+#                                                  (nodes: default 2; 0: control plane only)
 #   hack/local-down-cluster.sh                     stops everything it started
+#
+# --bootstrap-tokens (or NODE_BOOTSTRAP=token): nodes join as upstream's TLS
+# bootstrap has them: each kubelet gets only a bootstrap token
+# (--bootstrap-kubeconfig), requests its client certificate with a
+# CertificateSigningRequest, which the controller-manager approves
+# (csrapproving) and signs with the cluster CA (csrsigning,
+# --cluster-signing-cert-file); the apiserver runs --enable-bootstrap-token-auth.
 #
 # --ha: a highly available control plane (hack/lib/ha.sh, docs/ha.md): three etcd
 # members (peer and client TLS), three kube-apiservers on HARNESS_NET.11-13 behind
@@ -31,11 +39,14 @@ while (($#)); do
     --nodes) NODES=${2:?--nodes needs a number}; shift 2 ;;
     --nodes=*) NODES=${1#--nodes=}; shift ;;
     --ha) HA=1; shift ;;
+    --bootstrap-tokens) NODE_BOOTSTRAP=token; shift ;;
     -h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
 done
 [[ $NODES =~ ^[0-9]+$ ]] || die "--nodes wants a number, got $NODES"
+NODE_BOOTSTRAP=${NODE_BOOTSTRAP:-cert}
+[[ $NODE_BOOTSTRAP == cert || $NODE_BOOTSTRAP == token ]] || die "NODE_BOOTSTRAP is cert or token, not $NODE_BOOTSTRAP"
 
 API_PORT=${API_PORT:-6443}
 ETCD_PORT=${ETCD_PORT:-12379}
@@ -135,6 +146,13 @@ APISERVER_FLAGS=(
   --authorization-mode="${AUTHORIZATION_MODE:-Node,RBAC}"
   --encryption-provider-config="$PKI/encryption.yaml"
 )
+# what TLS bootstrap adds: token authentication, and the cluster CA signing
+# the kubelets' certificates
+CONTROLLER_MANAGER_SIGNING=()
+if [[ $NODE_BOOTSTRAP == token ]]; then
+  APISERVER_FLAGS+=(--enable-bootstrap-token-auth)
+  CONTROLLER_MANAGER_SIGNING=(--cluster-signing-cert-file="$PKI/ca.crt" --cluster-signing-key-file="$PKI/ca.key")
+fi
 
 started=1
 if ((HA)); then
@@ -241,6 +259,10 @@ chmod 600 "$KUBECONFIG_OUT"
 "$KUBECTL" --kubeconfig="$KUBECONFIG_OUT" create clusterrolebinding ironkube:apiserver-kubelet-client \
   --clusterrole=system:kubelet-api-admin --user=kube-apiserver-kubelet-client --dry-run=client -o yaml |
   "$KUBECTL" --kubeconfig="$KUBECONFIG_OUT" apply -f - >/dev/null
+if [[ $NODE_BOOTSTRAP == token ]]; then
+  log "making a bootstrap token for the nodes"
+  ironkube::bootstrap_token "$PKI" "$KUBECTL" "$KUBECONFIG_OUT"
+fi
 # every component with its own identity (system:kube-controller-manager,
 # system:kube-scheduler, system:kube-proxy, system:node:NAME)
 for c in controller-manager scheduler; do
@@ -264,7 +286,7 @@ if ((HA)); then
       ironkube::launch "$OUT_DIR/kube-controller-manager-$i.pid" "$LOGS/kube-controller-manager-$i.log" \
         "$BIN/kube-controller-manager" --kubeconfig="$OUT_DIR/controller-manager.kubeconfig" --bind-address=127.0.0.1 --secure-port="$port" \
         "${CM_SERVING[@]}" --leader-elect=true --root-ca-file="$PKI/ca.crt" --use-service-account-credentials \
-        ${CONTROLLER_MANAGER_FLAGS:-}
+        "${CONTROLLER_MANAGER_SIGNING[@]}" ${CONTROLLER_MANAGER_FLAGS:-}
     fi
     ironkube::wait_url "https://127.0.0.1:$port/healthz" 30 --cacert "$SERVING_CERTS/kube-controller-manager.crt" || die "kube-controller-manager-$i did not start (see $LOGS/kube-controller-manager-$i.log)"
   done
@@ -283,14 +305,14 @@ else
   ironkube::launch "$OUT_DIR/kube-controller-manager.pid" "$LOGS/kube-controller-manager.log" \
     "$BIN/kube-controller-manager" --kubeconfig="$OUT_DIR/controller-manager.kubeconfig" --bind-address=127.0.0.1 --secure-port="${CONTROLLER_MANAGER_PORT:-10257}" \
     "${CM_SERVING[@]}" --root-ca-file="$PKI/ca.crt" --use-service-account-credentials \
-    ${CONTROLLER_MANAGER_FLAGS:-}
+    "${CONTROLLER_MANAGER_SIGNING[@]}" ${CONTROLLER_MANAGER_FLAGS:-}
   ironkube::wait_url "https://127.0.0.1:${CONTROLLER_MANAGER_PORT:-10257}/healthz" 30 --cacert "$SERVING_CERTS/kube-controller-manager.crt" || die "kube-controller-manager did not start (see $LOGS/kube-controller-manager.log)"
 
   log "starting kube-scheduler"
   ironkube::launch "$OUT_DIR/kube-scheduler.pid" "$LOGS/kube-scheduler.log" \
     "$BIN/kube-scheduler" --kubeconfig="$OUT_DIR/scheduler.kubeconfig" --bind-address=127.0.0.1 --secure-port="${SCHEDULER_PORT:-10259}" \
     "${SCHED_SERVING[@]}"
-  ironkube::wait_url "http://127.0.0.1:${SCHEDULER_PORT:-10259}/healthz" 30 || die "kube-scheduler did not start (see $LOGS/kube-scheduler.log)"
+  ironkube::wait_url "https://127.0.0.1:${SCHEDULER_PORT:-10259}/healthz" 30 --cacert "$SERVING_CERTS/kube-scheduler.crt" || die "kube-scheduler did not start (see $LOGS/kube-scheduler.log)"
 fi
 
 # what hack/fault.sh needs: the kind of cluster, how to bring a node back
@@ -298,7 +320,7 @@ API_SERVER_NODE=https://$HARNESS_NET.1:$API_PORT
 REGISTRY_ADDR=$HARNESS_NET.1:5000
 write_cluster_env() {
   declare -p HA NODES BIN PKI KUBECTL API_SERVER_NODE REGISTRY_ADDR CLUSTER_CIDR SERVICE_CLUSTER_IP_RANGE HARNESS_NET HARNESS_BRIDGE \
-    HARNESS_NODE_BASE KUBECONFIG_OUT >"$OUT_DIR/cluster.env"
+    HARNESS_NODE_BASE KUBECONFIG_OUT NODE_BOOTSTRAP >"$OUT_DIR/cluster.env"
 }
 if ((HA)); then write_cluster_env; fi
 

@@ -102,15 +102,24 @@ ironkube::node_down() {
 # Start node i's kubelet and kube-proxy. BIN, PKI, KUBECTL, OUT_DIR,
 # API_SERVER_NODE and REGISTRY_ADDR come from the caller. The kubelet is
 # system:node:node-i with a serving certificate for its IP, and takes only
-# clients with a certificate of the cluster's CA (the apiserver's).
+# clients with a certificate of the cluster's CA (the apiserver's). With
+# NODE_BOOTSTRAP=token it has no client certificate but the bootstrap token
+# (PKI/bootstrap-token), and requests its certificate at start.
 ironkube::node_start() {
-  local i=$1 dir ns ip
+  local i=$1 dir ns ip identity=()
   dir=$(ironkube::node_dir "$i")
   ns=$(ironkube::node_netns "$i")
   ip=$(ironkube::node_ip "$i")
   mkdir -p "$dir/root" "$dir/logs" "$dir/pod-logs"
-  ironkube::pki_node "$PKI" "node-$i" "$ip"
-  ironkube::kubeconfig "$dir/kubelet.kubeconfig" "$API_SERVER_NODE" "$PKI/ca.crt" "$PKI/node-$i.crt" "$PKI/node-$i.key" "$KUBECTL"
+  if [[ ${NODE_BOOTSTRAP:-cert} == token ]]; then
+    ironkube::pki_node "$PKI" "node-$i" "$ip" serving-only
+    rm -f "$dir/kubelet.kubeconfig"
+    ironkube::bootstrap_kubeconfig "$dir/bootstrap.kubeconfig" "$API_SERVER_NODE" "$PKI/ca.crt" "$(cat "$PKI/bootstrap-token")" "$KUBECTL"
+    identity=(--bootstrap-kubeconfig="$dir/bootstrap.kubeconfig" --cert-dir="$dir/pki" --rotate-certificates)
+  else
+    ironkube::pki_node "$PKI" "node-$i" "$ip"
+    ironkube::kubeconfig "$dir/kubelet.kubeconfig" "$API_SERVER_NODE" "$PKI/ca.crt" "$PKI/node-$i.crt" "$PKI/node-$i.key" "$KUBECTL"
+  fi
   cat >"$dir/kubelet.yaml" <<CFG
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -120,7 +129,7 @@ nodeStatusUpdateFrequency: 10s
 CFG
   ironkube::launch "$dir/kubelet.pid" "$dir/logs/kubelet.log" \
     nsenter --net="/var/run/netns/$ns" "$BIN/kubelet" \
-    --kubeconfig="$dir/kubelet.kubeconfig" --config="$dir/kubelet.yaml" \
+    --kubeconfig="$dir/kubelet.kubeconfig" "${identity[@]}" --config="$dir/kubelet.yaml" \
     --tls-cert-file="$PKI/node-$i-serving.crt" --tls-private-key-file="$PKI/node-$i-serving.key" \
     --client-ca-file="$PKI/ca.crt" --anonymous-auth=false --authorization-mode=Webhook \
     --hostname-override="node-$i" --node-ip="$ip" --pod-cidr="$(ironkube::node_cidr "$i")" \

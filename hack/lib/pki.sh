@@ -82,10 +82,11 @@ ironkube::_cert() {
   chmod 600 "$name.key"
 }
 
-# ironkube::pki_node DIR NAME IP: a node's kubelet identity (system:node:NAME
-# in system:nodes) and its kubelet's serving certificate, in DIR (the CA's).
+# ironkube::pki_node DIR NAME IP [serving-only]: a node's kubelet identity
+# (system:node:NAME in system:nodes; not with serving-only, when the kubelet
+# bootstraps it) and its kubelet's serving certificate, in DIR (the CA's).
 ironkube::pki_node() {
-  local dir=$1 name=$2 ip=$3
+  local dir=$1 name=$2 ip=$3 only=${4:-}
   (
     cd "$dir"
     umask 077
@@ -93,8 +94,10 @@ ironkube::pki_node() {
     if [[ -f $name-serving.crt ]] && ! ironkube::_cert_has_san "$name-serving.crt" "IP:$ip"; then
       rm -f "$name-serving.crt" "$name-serving.key"
     fi
-    ironkube::_cert "$name" "/O=system:nodes/CN=system:node:$name" \
-      "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n"
+    if [[ $only != serving-only ]]; then
+      ironkube::_cert "$name" "/O=system:nodes/CN=system:node:$name" \
+        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n"
+    fi
     ironkube::_cert "$name-serving" "/CN=$name" \
       "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:$name,IP:$ip\n"
   )
@@ -128,5 +131,62 @@ ironkube::kubeconfig() {
   "$kubectl" --kubeconfig="$out" config set-credentials user --client-certificate="$cert" --client-key="$key" --embed-certs=true >/dev/null
   "$kubectl" --kubeconfig="$out" config set-context local --cluster=local --user=user --namespace=default >/dev/null
   "$kubectl" --kubeconfig="$out" config use-context local >/dev/null
+  chmod 600 "$out"
+}
+
+ironkube::_b64() { printf '%s' "$1" | base64 -w0; }
+
+# ironkube::bootstrap_token DIR KUBECTL KUBECONFIG: a bootstrap token for
+# kubelets joining with TLS bootstrap (upstream's bootstrap.kubernetes.io/token
+# Secret in kube-system, user system:bootstrap:<id> in group
+# system:bootstrappers, valid 24 hours from now), kept in DIR/bootstrap-token
+# as <id>.<secret> and made again once expired; and kubeadm's bindings: the
+# group may create CSRs (system:node-bootstrapper) and have a node client
+# certificate approved (nodeclient), nodes may renew their own
+# (selfnodeclient).
+ironkube::bootstrap_token() {
+  local dir=$1 kubectl=$2 kc=$3 id secret expires
+  if [[ -f $dir/bootstrap-token ]] && [[ $(cat "$dir/bootstrap-token") =~ ^([a-z0-9]{6})\.([a-z0-9]{16})$ ]]; then
+    id=${BASH_REMATCH[1]} secret=${BASH_REMATCH[2]}
+  else
+    id=$(openssl rand -hex 3)
+    secret=$(openssl rand -hex 8)
+    (umask 077; echo "$id.$secret" >"$dir/bootstrap-token")
+  fi
+  expires=$(date -u -d '+24 hours' +%Y-%m-%dT%H:%M:%SZ)
+  # data (base64), as kubeadm writes it
+  "$kubectl" --kubeconfig="$kc" apply -f - >/dev/null <<TOKEN
+apiVersion: v1
+kind: Secret
+metadata:
+  name: bootstrap-token-$id
+  namespace: kube-system
+type: bootstrap.kubernetes.io/token
+data:
+  description: $(ironkube::_b64 "ironkube local cluster: nodes join with it")
+  token-id: $(ironkube::_b64 "$id")
+  token-secret: $(ironkube::_b64 "$secret")
+  expiration: $(ironkube::_b64 "$expires")
+  usage-bootstrap-authentication: $(ironkube::_b64 true)
+TOKEN
+  local name role subject
+  for b in "ironkube:kubelet-bootstrap system:node-bootstrapper system:bootstrappers" \
+    "ironkube:node-autoapprove-bootstrap system:certificates.k8s.io:certificatesigningrequests:nodeclient system:bootstrappers" \
+    "ironkube:node-autoapprove-certificate-rotation system:certificates.k8s.io:certificatesigningrequests:selfnodeclient system:nodes"; do
+    read -r name role subject <<<"$b"
+    "$kubectl" --kubeconfig="$kc" create clusterrolebinding "$name" --clusterrole="$role" --group="$subject" \
+      --dry-run=client -o yaml | "$kubectl" --kubeconfig="$kc" apply -f - >/dev/null
+  done
+}
+
+# ironkube::bootstrap_kubeconfig OUT SERVER CA TOKEN [KUBECTL]: a kubeconfig
+# with a bootstrap token (a kubelet's --bootstrap-kubeconfig).
+ironkube::bootstrap_kubeconfig() {
+  local out=$1 server=$2 ca=$3 token=$4 kubectl=${5:-kubectl}
+  rm -f "$out"
+  "$kubectl" --kubeconfig="$out" config set-cluster local --server="$server" --certificate-authority="$ca" --embed-certs=true >/dev/null
+  "$kubectl" --kubeconfig="$out" config set-credentials kubelet-bootstrap --token="$token" >/dev/null
+  "$kubectl" --kubeconfig="$out" config set-context bootstrap --cluster=local --user=kubelet-bootstrap >/dev/null
+  "$kubectl" --kubeconfig="$out" config use-context bootstrap >/dev/null
   chmod 600 "$out"
 }
