@@ -35,6 +35,7 @@ pub fn apply(kind: &str, obj: &mut Value) {
         "Namespace" => namespace(obj),
         "Secret" => {
             set_default(obj, "type", json!("Opaque"));
+            merge_string_data(obj);
         }
         "PersistentVolume" => persistent_volume(obj),
         "PersistentVolumeClaim" => persistent_volume_claim(obj),
@@ -54,6 +55,47 @@ pub fn apply(kind: &str, obj: &mut Value) {
         "MutatingWebhookConfiguration" => each_item(obj, "webhooks", |w| webhook(w, true)),
         "ValidatingWebhookConfiguration" => each_item(obj, "webhooks", |w| webhook(w, false)),
         _ => {}
+    }
+}
+
+/// A Secret's write-only `stringData` is merged into `data` (base64-encoded,
+/// its keys winning), as upstream's conversion does: it is never stored.
+fn merge_string_data(obj: &mut Value) {
+    use base64::Engine;
+    let Some(map) = obj.as_object_mut() else {
+        return;
+    };
+    let Some(string_data) = map.remove("stringData") else {
+        return;
+    };
+    let Value::Object(entries) = string_data else {
+        map.insert("stringData".into(), string_data);
+        return;
+    };
+    if entries.is_empty() {
+        return;
+    }
+    if !entries.values().all(Value::is_string) {
+        // left for the type checks to refuse
+        map.insert("stringData".into(), Value::Object(entries));
+        return;
+    }
+    let data = map
+        .entry("data")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !data.is_object() {
+        *data = Value::Object(Map::new());
+    }
+    if let Some(data) = data.as_object_mut() {
+        for (k, v) in entries {
+            let text = v.as_str().unwrap_or_default();
+            data.insert(
+                k,
+                base64::engine::general_purpose::STANDARD
+                    .encode(text)
+                    .into(),
+            );
+        }
     }
 }
 
@@ -932,6 +974,15 @@ fn webhook(w: &mut Value, mutating: bool) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn secret_string_data_is_merged_into_data() {
+        let mut s = json!({"metadata": {"name": "s"}, "data": {"a": "YQ==", "b": "b2xk"}, "stringData": {"b": "new", "c": "x"}});
+        apply("Secret", &mut s);
+        assert_eq!(s.get("stringData"), None);
+        assert_eq!(s["data"], json!({"a": "YQ==", "b": "bmV3", "c": "eA=="}));
+        assert_eq!(s["type"], "Opaque");
+    }
+
     use super::*;
 
     fn defaulted(kind: &str, mut v: Value) -> Value {

@@ -406,3 +406,35 @@ fn generator_commands_send_protobuf() {
     ])
     .ends_with('Z'));
 }
+
+/// A Secret's stringData is write-only: merged into data (its keys winning),
+/// never stored or returned.
+#[test]
+fn secret_string_data_lands_in_data() {
+    let ts = TestServer::start();
+    let secret = r#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"s"},"data":{"keep":"YQ==","over":"b2xk"},"stringData":{"over":"new","plain":"text"}}"#;
+    let out = ts.kubectl_stdin(&["apply", "-f", "-"], secret);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = ts.kubectl_ok(&["get", "secret", "s", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&got).expect("json");
+    assert_eq!(v.get("stringData"), None, "{got}");
+    assert_eq!(
+        v["data"],
+        serde_json::json!({"keep": "YQ==", "over": "bmV3", "plain": "dGV4dA=="})
+    );
+    // an update through stringData changes one key
+    ts.kubectl_ok(&[
+        "patch",
+        "secret",
+        "s",
+        "--type=merge",
+        "-p",
+        r#"{"stringData":{"plain":"changed"}}"#,
+    ]);
+    let plain = ts.kubectl_ok(&["get", "secret", "s", "-o", "jsonpath={.data.plain}"]);
+    assert_eq!(plain, "Y2hhbmdlZA==");
+}
