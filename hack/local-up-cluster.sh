@@ -124,10 +124,11 @@ if ((HA)); then
   # the load balancer's addresses (127.0.0.1 is always in) and each apiserver's own
   ironkube::pki "$PKI" 127.0.0.1 "$SERVICE_IP" "$HARNESS_NET.1" \
     $(for ((i = 1; i <= HA_APISERVERS; i++)); do ironkube::apiserver_ip "$i"; done)
-  ironkube::pki_etcd "$PKI"
 else
   ironkube::pki "$PKI" "$ADVERTISE_ADDRESS" "$SERVICE_IP" "$HARNESS_NET.1"
 fi
+# etcd serves TLS only and takes only client certificates of the cluster CA
+ironkube::pki_etcd "$PKI"
 if [[ ! -f "$PKI/tokens.csv" ]]; then
   (umask 077; echo "$(openssl rand -hex 16),admin-token,admin-token,\"system:masters\"" > "$PKI/tokens.csv")
 fi
@@ -216,15 +217,26 @@ if ((HA)); then
   ADMIN_SERVER=https://127.0.0.1:$API_PORT
 else
   running etcd || {
-    log "starting etcd on 127.0.0.1:$ETCD_PORT"
+    log "starting etcd on https://127.0.0.1:$ETCD_PORT"
     rm -rf "$OUT_DIR/etcd"
     ironkube::launch "$OUT_DIR/etcd.pid" "$LOGS/etcd.log" \
       etcd --name=local --data-dir="$OUT_DIR/etcd" \
-      --listen-client-urls="http://127.0.0.1:$ETCD_PORT" --advertise-client-urls="http://127.0.0.1:$ETCD_PORT" \
-      --listen-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" \
-      --initial-cluster="local=http://127.0.0.1:$ETCD_PEER_PORT"
-    ironkube::wait_url "http://127.0.0.1:$ETCD_PORT/health" 30 || die "etcd did not become healthy (see $LOGS/etcd.log)"
+      --listen-client-urls="https://127.0.0.1:$ETCD_PORT" --advertise-client-urls="https://127.0.0.1:$ETCD_PORT" \
+      --listen-peer-urls="https://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls="https://127.0.0.1:$ETCD_PEER_PORT" \
+      --initial-cluster="local=https://127.0.0.1:$ETCD_PEER_PORT" \
+      --client-cert-auth=true --trusted-ca-file="$PKI/ca.crt" \
+      --cert-file="$PKI/etcd-server.crt" --key-file="$PKI/etcd-server.key" \
+      --peer-client-cert-auth=true --peer-trusted-ca-file="$PKI/ca.crt" \
+      --peer-cert-file="$PKI/etcd-peer.crt" --peer-key-file="$PKI/etcd-peer.key"
+    ironkube::wait_url "https://127.0.0.1:$ETCD_PORT/health" 30 --cacert "$PKI/ca.crt" \
+      --cert "$PKI/etcd-healthcheck-client.crt" --key "$PKI/etcd-healthcheck-client.key" ||
+      die "etcd did not become healthy (see $LOGS/etcd.log)"
   }
+  {
+    echo "# source it, then: etcdctl get --prefix --keys-only /registry"
+    echo "export ETCDCTL_API=3 ETCDCTL_ENDPOINTS=https://127.0.0.1:$ETCD_PORT"
+    echo "export ETCDCTL_CACERT=$PKI/ca.crt ETCDCTL_CERT=$PKI/etcd-healthcheck-client.crt ETCDCTL_KEY=$PKI/etcd-healthcheck-client.key"
+  } >"$OUT_DIR/etcdctl.env"
 
   # the kubernetes Service's endpoint must be an address pods and nodes reach
   # (the bridge's), not the machine's loopback
@@ -232,7 +244,8 @@ else
   [[ $API_ADVERTISE == 127.0.0.1 ]] && API_ADVERTISE=$HARNESS_NET.1
   log "starting kube-apiserver on https://$ADVERTISE_ADDRESS:$API_PORT"
   ironkube::launch "$OUT_DIR/kube-apiserver.pid" "$LOGS/kube-apiserver.log" "$BIN/kube-apiserver" \
-    --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
+    --etcd-servers="https://127.0.0.1:$ETCD_PORT" \
+    --etcd-cafile="$PKI/ca.crt" --etcd-certfile="$PKI/apiserver-etcd-client.crt" --etcd-keyfile="$PKI/apiserver-etcd-client.key" \
     --secure-port="$API_PORT" \
     --advertise-address="$API_ADVERTISE" \
     "${APISERVER_FLAGS[@]}"
