@@ -198,6 +198,21 @@ async fn services(c: &Cluster, client: &kube::Client) {
         .iter()
         .map(|p| (p.metadata.name.clone().unwrap_or_default(), node_of(p)))
         .collect();
+    // a new Service is programmed on each node within moments (kube-proxy's
+    // sync); a SYN sent before that is not translated, and its retransmits
+    // follow the same untranslated conntrack entry: wait until the
+    // ClusterIP answers each client once, as upstream's reachability checks
+    let once = format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {ip} 80 | tail -n 1");
+    for client in ["client-1", "client-2"] {
+        eventually(&format!("the ClusterIP to answer {client}"), 30, || async {
+            let out = c.kubectl(&["exec", client, "--", "sh", "-c", &once]);
+            names(&String::from_utf8_lossy(&out.stdout))
+                .iter()
+                .any(|n| n.starts_with("web-"))
+                .then_some(())
+        })
+        .await;
+    }
     let script = format!(
         "for i in $(seq 1 20); do r=$(printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {ip} 80 | tail -n 1); echo \"${{r:-no-answer-to-request-$i}}\"; done"
     );

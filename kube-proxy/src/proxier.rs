@@ -1,5 +1,7 @@
 //! The sync loop: informers on Services, EndpointSlices and Nodes wake it;
-//! changes within `--min-sync-period` are batched into one nft transaction;
+//! syncs are rate-limited as upstream's bounded-frequency runner: up to two
+//! in a burst, then one per `--min-sync-period`, changes arriving meanwhile
+//! batched into one nft transaction;
 //! the first sync, every `--sync-period` and any failure rewrite the whole
 //! table (repairing drift, such as someone deleting it), other syncs apply
 //! only the diff against what was last applied.
@@ -12,11 +14,11 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::informers::Informers;
+use common::informers::{Change, Informers};
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, Opts, Registry};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use crate::config::Settings;
 use crate::rules::{self, Family, Incremental};
@@ -355,6 +357,83 @@ impl Proxier {
     }
 }
 
+/// Upstream's BoundedFrequencyRunner limit: a token bucket holding up to
+/// `BURST_SYNCS` syncs, refilled at one per `--min-sync-period`. A Service
+/// and the EndpointSlice that follows it a moment later are both applied at
+/// once; a storm of changes is applied once per period.
+struct SyncBucket {
+    tokens: f64,
+    at: Instant,
+    per_token: Duration,
+}
+
+const BURST_SYNCS: f64 = 2.0;
+
+impl SyncBucket {
+    fn new(min_sync_period: Duration, now: Instant) -> SyncBucket {
+        SyncBucket {
+            tokens: BURST_SYNCS,
+            at: now,
+            per_token: min_sync_period,
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        if self.per_token.is_zero() {
+            self.tokens = BURST_SYNCS;
+        } else {
+            let gained =
+                now.saturating_duration_since(self.at).as_secs_f64() / self.per_token.as_secs_f64();
+            self.tokens = (self.tokens + gained).min(BURST_SYNCS);
+        }
+        self.at = now;
+    }
+
+    /// How long until a sync may run.
+    fn wait(&mut self, now: Instant) -> Duration {
+        self.refill(now);
+        if self.tokens >= 1.0 {
+            Duration::ZERO
+        } else {
+            self.per_token.mul_f64(1.0 - self.tokens)
+        }
+    }
+
+    /// A sync runs now.
+    fn take(&mut self, now: Instant) {
+        self.refill(now);
+        self.tokens = (self.tokens - 1.0).max(0.0);
+    }
+}
+
+type Received<K> = Result<Change<K>, broadcast::error::RecvError>;
+
+/// A change of this node (or a missed one, which might have been).
+fn mine(c: &Received<Node>, me: &str) -> bool {
+    match c {
+        Ok(Change::Applied(n) | Change::Deleted(n)) => n.metadata.name.as_deref() == Some(me),
+        Err(_) => true,
+    }
+}
+
+/// Take every change already queued; whether any of them `matters`.
+fn drain<K: Clone>(
+    rx: &mut broadcast::Receiver<Change<K>>,
+    matters: impl Fn(&Received<K>) -> bool,
+) -> bool {
+    let mut any = false;
+    loop {
+        let c = match rx.try_recv() {
+            Ok(c) => Ok(c),
+            Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                Err(broadcast::error::RecvError::Lagged(n))
+            }
+            Err(_) => return any,
+        };
+        any |= matters(&c);
+    }
+}
+
 /// Keep the tables in step with the cluster until `stop`.
 pub async fn run(
     proxier: Arc<Proxier>,
@@ -372,19 +451,21 @@ pub async fn run(
     let period = proxier.settings.sync_period;
     let min = proxier.settings.min_sync_period;
     let me = proxier.settings.hostname.clone();
-    let mut last_sync: Option<Instant> = None;
+    let mut bucket = SyncBucket::new(min, Instant::now());
     let mut last_full: Option<Instant> = None;
     let mut dirty = true;
     loop {
         let full = last_full.is_none_or(|t| t.elapsed() >= period);
         if dirty || full {
-            // batch what arrives within min-sync-period of the last sync
-            if let Some(wait) = last_sync.map(|t| min.saturating_sub(t.elapsed())) {
+            // out of tokens: batch what arrives until the next one
+            let wait = bucket.wait(Instant::now());
+            if !wait.is_zero() {
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = common::stopped(&mut stop) => return,
                 }
             }
+            bucket.take(Instant::now());
             let svcs: Vec<Service> = services
                 .store()
                 .state()
@@ -408,7 +489,6 @@ pub async fn run(
                 tokio::task::spawn_blocking(move || p.sync(&svcs, &eps, node.as_deref(), full_now))
                     .await
                     .unwrap_or_else(|e| Err(format!("sync task: {e}")));
-            last_sync = Some(Instant::now());
             match result {
                 Ok(()) => {
                     dirty = false;
@@ -428,17 +508,15 @@ pub async fn run(
             // a lagging receiver missed changes: that, too, calls for a sync
             _ = svc_changes.recv() => dirty = true,
             _ = slice_changes.recv() => dirty = true,
-            c = node_changes.recv() => {
-                dirty |= match &c {
-                    Ok(common::informers::Change::Applied(n) | common::informers::Change::Deleted(n)) => {
-                        n.metadata.name.as_deref() == Some(me.as_str())
-                    }
-                    Err(_) => true,
-                };
-            }
+            c = node_changes.recv() => dirty |= mine(&c, &me),
             _ = tokio::time::sleep(next_full) => {}
             _ = common::stopped(&mut stop) => return,
         }
+        // whatever else is queued is covered by the same sync (a backlog,
+        // such as the initial list, must not cost one sync per object)
+        dirty |= drain(&mut svc_changes, |_| true);
+        dirty |= drain(&mut slice_changes, |_| true);
+        dirty |= drain(&mut node_changes, |c| mine(c, &me));
         if dirty {
             proxier.pending.store(true, Ordering::Relaxed);
         }
@@ -448,6 +526,37 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn syncs_burst_two_then_one_per_min_period() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        let mut b = SyncBucket::new(s, t0);
+        // a Service and its EndpointSlice: both at once
+        assert_eq!(b.wait(t0), Duration::ZERO);
+        b.take(t0);
+        let t1 = t0 + Duration::from_millis(20);
+        assert_eq!(b.wait(t1), Duration::ZERO);
+        b.take(t1);
+        // the third within the period waits for the next token
+        let t2 = t0 + Duration::from_millis(40);
+        let w = b.wait(t2);
+        assert!(w > Duration::from_millis(900) && w <= s, "{w:?}");
+        b.take(t2 + w);
+        // a quiet spell refills the burst, never beyond it
+        let t3 = t2 + w + Duration::from_secs(10);
+        assert_eq!(b.wait(t3), Duration::ZERO);
+        b.take(t3);
+        assert_eq!(b.wait(t3), Duration::ZERO);
+        b.take(t3);
+        assert!(b.wait(t3) > Duration::ZERO);
+        // --min-sync-period=0: never waits
+        let mut z = SyncBucket::new(Duration::ZERO, t0);
+        for _ in 0..5 {
+            assert_eq!(z.wait(t0), Duration::ZERO);
+            z.take(t0);
+        }
+    }
 
     #[test]
     fn cidr_membership() {
