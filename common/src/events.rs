@@ -4,9 +4,12 @@
 //! instead of creating another.
 //!
 //! Controllers call [`Recorder::emit`], which never waits on the apiserver: the
-//! event goes into a bounded queue (upstream's broadcaster keeps 1,000 and
-//! drops beyond that) written by a background task, so recording an event
-//! never slows the work it describes.
+//! event goes into a bounded queue (4,096 here; upstream's broadcaster keeps
+//! 1,000 and drops beyond that) written by a background task, so recording an event
+//! never slows the work it describes. As upstream's sink, the writer has one
+//! event in flight, so in a burst (a thousand pods created) events yield the
+//! apiserver to the work itself; unlike upstream, it writes more at once when
+//! the queue passes half full rather than drop events.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -19,9 +22,11 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 
 /// How long a recorded event can absorb repeats.
 const WINDOW: Duration = Duration::from_secs(600);
-/// Events queued for writing before new ones are dropped (upstream's maxQueuedEvents).
-const QUEUED: usize = 1000;
-/// Events written at once by the background writer.
+/// Events queued for writing before new ones are dropped (upstream drops
+/// beyond 1,000, its maxQueuedEvents; a queued event is a few hundred bytes).
+const QUEUED: usize = 4096;
+/// Events written at once by the background writer when its queue fills up
+/// (one at a time otherwise).
 const IN_FLIGHT: usize = 16;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -75,16 +80,7 @@ impl Recorder {
             pruned: Mutex::new(Instant::now()),
         });
         let (queue, rx) = tokio::sync::mpsc::channel::<Queued>(QUEUED);
-        let writer = inner.clone();
-        tokio::spawn(async move {
-            use futures::StreamExt;
-            tokio_stream_from(rx)
-                .for_each_concurrent(IN_FLIGHT, |q| {
-                    let w = writer.clone();
-                    async move { w.record(&q.obj, q.typ, &q.reason, &q.message).await }
-                })
-                .await;
-        });
+        tokio::spawn(write_queued(inner.clone(), rx));
         Recorder { inner, queue }
     }
 
@@ -119,11 +115,36 @@ impl Recorder {
     }
 }
 
-/// The receiving half of a channel as a stream.
-fn tokio_stream_from<T: Send + 'static>(
-    rx: tokio::sync::mpsc::Receiver<T>,
-) -> impl futures::Stream<Item = T> {
-    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) })
+/// How many events may be written at once with `queued` waiting.
+fn writers_for(queued: usize) -> usize {
+    if queued >= QUEUED / 2 {
+        IN_FLIGHT
+    } else {
+        1
+    }
+}
+
+/// The background writer: drains the queue until every Recorder is gone.
+async fn write_queued(inner: Arc<Inner>, mut rx: tokio::sync::mpsc::Receiver<Queued>) {
+    use futures::stream::{FuturesUnordered, StreamExt};
+    let mut running = FuturesUnordered::new();
+    let mut open = true;
+    while open || !running.is_empty() {
+        if running.len() >= writers_for(rx.len()) {
+            running.next().await;
+            continue;
+        }
+        tokio::select! {
+            q = rx.recv(), if open => match q {
+                Some(q) => {
+                    let w = inner.clone();
+                    running.push(async move { w.record(&q.obj, q.typ, &q.reason, &q.message).await });
+                }
+                None => open = false,
+            },
+            Some(()) = running.next(), if !running.is_empty() => {}
+        }
+    }
 }
 
 impl Inner {
@@ -218,5 +239,18 @@ impl Inner {
             .unwrap_or_else(|p| p.into_inner())
             .insert(key, (ns, name, 1, Instant::now()));
         Ok(created)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_writer_until_the_queue_is_half_full() {
+        assert_eq!(writers_for(0), 1);
+        assert_eq!(writers_for(QUEUED / 2 - 1), 1);
+        assert_eq!(writers_for(QUEUED / 2), IN_FLIGHT);
+        assert_eq!(writers_for(QUEUED), IN_FLIGHT);
     }
 }

@@ -44,3 +44,37 @@ KCFG
 # A field of the one-line JSON a driver subcommand prints.
 field() { python3 -c "import json,sys; print(json.loads(sys.stdin.read())['$1'])"; }
 ratio() { python3 -c "print(f'{$1/$2:.2f}')"; }
+
+# The apiserver's write requests so far, by verb and resource[/subresource]
+# (from apiserver_request_total), as one JSON object.
+ironkube::bench_writes() {
+  "$1" --kubeconfig="$KC" get --raw /metrics | python3 -c '
+import json, re, sys
+out = {}
+for line in sys.stdin:
+    if not line.startswith("apiserver_request_total{"):
+        continue
+    labels = dict(re.findall(r"(\w+)=\"([^\"]*)\"", line.split("}")[0]))
+    if labels.get("verb") not in ("POST", "PUT", "PATCH", "DELETE", "CREATE", "UPDATE", "APPLY"):
+        continue
+    key = labels["verb"] + " " + labels["resource"] + ("/" + labels["subresource"] if labels.get("subresource") else "")
+    out[key] = out.get(key, 0) + float(line.rsplit(" ", 1)[1])
+print(json.dumps(out))'
+}
+
+# CPU seconds (user+system) a process has used so far.
+ironkube::cpu_seconds() {
+  python3 -c "import os; f=open('/proc/$1/stat').read().rsplit(')',1)[1].split(); print((int(f[11])+int(f[12]))/os.sysconf('SC_CLK_TCK'))"
+}
+
+# Print the writes between two ironkube::bench_writes snapshots, most first.
+ironkube::print_writes() {
+  python3 -c '
+import json, sys
+a, b = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+d = {k: b[k] - a.get(k, 0) for k in b if b[k] - a.get(k, 0) > 0}
+total = sum(d.values())
+print("%-58s %10d" % ("apiserver writes: total", total))
+for k, v in sorted(d.items(), key=lambda kv: -kv[1]):
+    print("%-58s %10d" % ("  " + k, v))' "$1" "$2"
+}
