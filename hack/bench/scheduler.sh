@@ -31,10 +31,16 @@ log "creating $NODES nodes and $PODS pending pods"
 "$BIN/ironkube-bench" api-create --kubeconfig "$KC" --resource pods --count "$PODS" >/dev/null
 
 log "scheduling them"
+ETCD_PID=${pids[0]}
+w0=$(ironkube::bench_writes "$KUBECTL")
+c0="$(ironkube::cpu_seconds "$API_PID") $(ironkube::cpu_seconds "$ETCD_PID") 0"
 start=$(date +%s.%N)
 "$BIN/kube-scheduler" --kubeconfig="$KC" --leader-elect=false --bind-address=127.0.0.1 --secure-port="$SCHED_PORT" -v=0 >"$WORK/scheduler.log" 2>&1 &
-pids+=($!)
+SCHED_PID=$!
+pids+=($SCHED_PID)
 waited=$("$BIN/ironkube-bench" wait-bound --kubeconfig "$KC" --count "$PODS")
+w1=$(ironkube::bench_writes "$KUBECTL")
+c1="$(ironkube::cpu_seconds "$API_PID") $(ironkube::cpu_seconds "$ETCD_PID") $(ironkube::cpu_seconds "$SCHED_PID")"
 sched_secs=$(python3 -c "import time; print(time.time() - $start)")
 sched_rate=$(python3 -c "print($PODS / $sched_secs)")
 steady_rate=$(field steady_per_second <<<"$waited")
@@ -50,3 +56,8 @@ printf '%-62s %12.0f %s\n' "pods/s scheduled, $NODES nodes, $PODS pods (first to
 printf '%-62s %12.0f %s\n' "pods/s from scheduler start (incl. cache sync)" "$sched_rate" "-"
 printf '%-62s %12.0f %s\n' "raw pods/binding throughput (ceiling)" "$bind_rate" "-"
 printf '%-62s %12.2f %s\n' "scheduled / ceiling" "$(python3 -c "print($sched_rate / $bind_rate)")" "-"
+
+# where the time went while scheduling (from the scheduler's start to the last bind)
+printf '\nscheduling run:\n'
+ironkube::print_writes "$w0" "$w1"
+python3 -c "import sys; a=list(map(float,sys.argv[1].split())); b=list(map(float,sys.argv[2].split())); print('%-58s %10s' % ('CPU seconds: apiserver, etcd, scheduler', ', '.join('%.2f' % (y-x) for x,y in zip(a,b))))" "$c0" "$c1"

