@@ -33,16 +33,51 @@ impl Default for RateLimits {
     }
 }
 
+/// A token bucket as client-go's (golang.org/x/time/rate): up to `burst`
+/// tokens, refilled at `qps`; each reservation takes one, ahead of time if
+/// none is left, and says how long to wait for it.
+#[derive(Debug, Clone)]
+pub struct TokenBucket {
+    qps: f64,
+    burst: f64,
+    tokens: f64,
+    counted: Instant,
+}
+
+impl TokenBucket {
+    /// A full bucket; an infinite `qps` never makes anyone wait.
+    pub fn new(qps: f64, burst: f64, now: Instant) -> TokenBucket {
+        TokenBucket {
+            qps,
+            burst,
+            tokens: burst,
+            counted: now,
+        }
+    }
+
+    /// Take a token at `now`: how long until it is there.
+    pub fn reserve(&mut self, now: Instant) -> Duration {
+        if !self.qps.is_finite() {
+            return Duration::ZERO;
+        }
+        let elapsed = now.saturating_duration_since(self.counted).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.qps).min(self.burst) - 1.0;
+        self.counted = self.counted.max(now);
+        if self.tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-self.tokens / self.qps)
+        }
+    }
+}
+
 struct State<K> {
     queue: VecDeque<K>,
     dirty: HashSet<K>,
     processing: HashSet<K>,
     failures: HashMap<K, u32>,
-    /// token bucket: tokens available and when they were counted
-    tokens: f64,
-    counted: Instant,
-    /// the latest moment an earlier rate-limited add was scheduled for
-    bucket_next: Instant,
+    /// the overall limit on rate-limited adds
+    bucket: TokenBucket,
     shutting_down: bool,
 }
 
@@ -62,9 +97,7 @@ impl<K: Clone + Eq + Hash + Send + 'static> WorkQueue<K> {
                 dirty: HashSet::new(),
                 processing: HashSet::new(),
                 failures: HashMap::new(),
-                tokens: limits.burst,
-                counted: now,
-                bucket_next: now,
+                bucket: TokenBucket::new(limits.qps, limits.burst, now),
                 shutting_down: false,
             }),
             ready: Notify::new(),
@@ -111,18 +144,7 @@ impl<K: Clone + Eq + Hash + Send + 'static> WorkQueue<K> {
         *n += 1;
         let per_key = Duration::from_secs_f64(exp.min(self.limits.max_delay.as_secs_f64()));
         // token bucket: one token per add; without tokens, wait for the next one
-        let now = Instant::now();
-        let elapsed = now.duration_since(st.counted).as_secs_f64();
-        st.tokens = (st.tokens + elapsed * self.limits.qps).min(self.limits.burst);
-        st.counted = now;
-        let bucket = if st.tokens >= 1.0 {
-            st.tokens -= 1.0;
-            Duration::ZERO
-        } else {
-            let at = st.bucket_next.max(now) + Duration::from_secs_f64(1.0 / self.limits.qps);
-            st.bucket_next = at;
-            at - now
-        };
+        let bucket = st.bucket.reserve(Instant::now());
         per_key.max(bucket)
     }
 

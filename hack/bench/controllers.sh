@@ -65,7 +65,7 @@ printf '%-58s %10s %s\n' "seconds after that until all $want_events events exist
 # where the time went: the writes each run made, and the CPU each process used
 printf '\nraw run:\n'
 ironkube::print_writes "$w0" "$w1"
-python3 -c "import sys; a=list(map(float,sys.argv[1].split())); b=list(map(float,sys.argv[2].split())); print('%-58s %10s' % ('CPU seconds: apiserver, etcd', ', '.join('%.2f' % (y-x) for x,y in zip(a,b))))" "$c0" "$c1"
+ironkube::print_cpu "CPU seconds: apiserver, etcd" "$c0" "$c1"
 printf 'Deployments run (until every pod exists):\n'
 ironkube::print_writes "$w2" "$w3"
-python3 -c "import sys; a=list(map(float,sys.argv[1].split())); b=list(map(float,sys.argv[2].split())); print('%-58s %10s' % ('CPU seconds: apiserver, etcd, controller-manager', ', '.join('%.2f' % (y-x) for x,y in zip(a,b))))" "$c2" "$c3"
+ironkube::print_cpu "CPU seconds: apiserver, etcd, controller-manager" "$c2" "$c3"

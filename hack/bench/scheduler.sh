@@ -60,4 +60,4 @@ printf '%-62s %12.2f %s\n' "scheduled / ceiling" "$(python3 -c "print($sched_rat
 # where the time went while scheduling (from the scheduler's start to the last bind)
 printf '\nscheduling run:\n'
 ironkube::print_writes "$w0" "$w1"
-python3 -c "import sys; a=list(map(float,sys.argv[1].split())); b=list(map(float,sys.argv[2].split())); print('%-58s %10s' % ('CPU seconds: apiserver, etcd, scheduler', ', '.join('%.2f' % (y-x) for x,y in zip(a,b))))" "$c0" "$c1"
+ironkube::print_cpu "CPU seconds: apiserver, etcd, scheduler" "$c0" "$c1"

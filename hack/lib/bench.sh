@@ -78,3 +78,9 @@ print("%-58s %10d" % ("apiserver writes: total", total))
 for k, v in sorted(d.items(), key=lambda kv: -kv[1]):
     print("%-58s %10d" % ("  " + k, v))' "$1" "$2"
 }
+
+# Print the CPU seconds each process used between two snapshots of
+# space-separated ironkube::cpu_seconds figures, under LABEL.
+ironkube::print_cpu() {
+  python3 -c "import sys; a=list(map(float,sys.argv[2].split())); b=list(map(float,sys.argv[3].split())); print('%-58s %10s' % (sys.argv[1], ', '.join('%.2f' % (y-x) for x,y in zip(a,b))))" "$1" "$2" "$3"
+}

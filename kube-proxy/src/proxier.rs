@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::informers::{Change, Informers};
+use common::workqueue::TokenBucket;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, Opts, Registry};
@@ -358,52 +359,16 @@ impl Proxier {
 }
 
 /// Upstream's BoundedFrequencyRunner limit: a token bucket holding up to
-/// `BURST_SYNCS` syncs, refilled at one per `--min-sync-period`. A Service
-/// and the EndpointSlice that follows it a moment later are both applied at
-/// once; a storm of changes is applied once per period.
-struct SyncBucket {
-    tokens: f64,
-    at: Instant,
-    per_token: Duration,
-}
-
-const BURST_SYNCS: f64 = 2.0;
-
-impl SyncBucket {
-    fn new(min_sync_period: Duration, now: Instant) -> SyncBucket {
-        SyncBucket {
-            tokens: BURST_SYNCS,
-            at: now,
-            per_token: min_sync_period,
-        }
-    }
-
-    fn refill(&mut self, now: Instant) {
-        if self.per_token.is_zero() {
-            self.tokens = BURST_SYNCS;
-        } else {
-            let gained =
-                now.saturating_duration_since(self.at).as_secs_f64() / self.per_token.as_secs_f64();
-            self.tokens = (self.tokens + gained).min(BURST_SYNCS);
-        }
-        self.at = now;
-    }
-
-    /// How long until a sync may run.
-    fn wait(&mut self, now: Instant) -> Duration {
-        self.refill(now);
-        if self.tokens >= 1.0 {
-            Duration::ZERO
-        } else {
-            self.per_token.mul_f64(1.0 - self.tokens)
-        }
-    }
-
-    /// A sync runs now.
-    fn take(&mut self, now: Instant) {
-        self.refill(now);
-        self.tokens = (self.tokens - 1.0).max(0.0);
-    }
+/// two syncs, refilled at one per `--min-sync-period` (0: unlimited). A
+/// Service and the EndpointSlice that follows it a moment later are both
+/// applied at once; a storm of changes is applied once per period.
+fn sync_bucket(min_sync_period: Duration, now: tokio::time::Instant) -> TokenBucket {
+    let qps = if min_sync_period.is_zero() {
+        f64::INFINITY
+    } else {
+        1.0 / min_sync_period.as_secs_f64()
+    };
+    TokenBucket::new(qps, 2.0, now)
 }
 
 type Received<K> = Result<Change<K>, broadcast::error::RecvError>;
@@ -451,21 +416,20 @@ pub async fn run(
     let period = proxier.settings.sync_period;
     let min = proxier.settings.min_sync_period;
     let me = proxier.settings.hostname.clone();
-    let mut bucket = SyncBucket::new(min, Instant::now());
+    let mut bucket = sync_bucket(min, tokio::time::Instant::now());
     let mut last_full: Option<Instant> = None;
     let mut dirty = true;
     loop {
         let full = last_full.is_none_or(|t| t.elapsed() >= period);
         if dirty || full {
             // out of tokens: batch what arrives until the next one
-            let wait = bucket.wait(Instant::now());
+            let wait = bucket.reserve(tokio::time::Instant::now());
             if !wait.is_zero() {
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = common::stopped(&mut stop) => return,
                 }
             }
-            bucket.take(Instant::now());
             let svcs: Vec<Service> = services
                 .store()
                 .state()
@@ -529,32 +493,26 @@ mod tests {
 
     #[test]
     fn syncs_burst_two_then_one_per_min_period() {
-        let t0 = Instant::now();
+        let t0 = tokio::time::Instant::now();
         let s = Duration::from_secs(1);
-        let mut b = SyncBucket::new(s, t0);
+        let mut b = sync_bucket(s, t0);
         // a Service and its EndpointSlice: both at once
-        assert_eq!(b.wait(t0), Duration::ZERO);
-        b.take(t0);
+        assert_eq!(b.reserve(t0), Duration::ZERO);
         let t1 = t0 + Duration::from_millis(20);
-        assert_eq!(b.wait(t1), Duration::ZERO);
-        b.take(t1);
+        assert_eq!(b.reserve(t1), Duration::ZERO);
         // the third within the period waits for the next token
         let t2 = t0 + Duration::from_millis(40);
-        let w = b.wait(t2);
+        let w = b.reserve(t2);
         assert!(w > Duration::from_millis(900) && w <= s, "{w:?}");
-        b.take(t2 + w);
         // a quiet spell refills the burst, never beyond it
         let t3 = t2 + w + Duration::from_secs(10);
-        assert_eq!(b.wait(t3), Duration::ZERO);
-        b.take(t3);
-        assert_eq!(b.wait(t3), Duration::ZERO);
-        b.take(t3);
-        assert!(b.wait(t3) > Duration::ZERO);
+        assert_eq!(b.reserve(t3), Duration::ZERO);
+        assert_eq!(b.reserve(t3), Duration::ZERO);
+        assert!(b.reserve(t3) > Duration::ZERO);
         // --min-sync-period=0: never waits
-        let mut z = SyncBucket::new(Duration::ZERO, t0);
+        let mut z = sync_bucket(Duration::ZERO, t0);
         for _ in 0..5 {
-            assert_eq!(z.wait(t0), Duration::ZERO);
-            z.take(t0);
+            assert_eq!(z.reserve(t0), Duration::ZERO);
         }
     }
 
