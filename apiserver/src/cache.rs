@@ -78,11 +78,15 @@ struct State {
     /// Every event with a revision above this one is still in `events`.
     oldest: i64,
     ready: bool,
+    /// One feed per watched prefix: an event wakes only the watchers of
+    /// prefixes its key is under, not every watcher of every resource.
+    feeds: BTreeMap<String, broadcast::Sender<Feed>>,
 }
 
 pub struct Cache {
     state: RwLock<State>,
-    feed: broadcast::Sender<Feed>,
+    /// Capacity of each feed: how far a watcher may fall behind.
+    feed_len: usize,
     rev: watch::Sender<i64>,
     progress: mpsc::Sender<()>,
     progress_rx: std::sync::Mutex<Option<mpsc::Receiver<()>>>,
@@ -121,12 +125,11 @@ pub struct ListPage {
 
 impl Cache {
     pub fn new(storage: Storage, prefix: &str, ring: usize) -> Arc<Cache> {
-        let (feed, _) = broadcast::channel(ring.max(1024));
         let (rev, _) = watch::channel(0);
         let (progress, progress_rx) = mpsc::channel(1);
         Arc::new(Cache {
             state: RwLock::new(State::default()),
-            feed,
+            feed_len: ring.max(1024),
             rev,
             progress,
             progress_rx: std::sync::Mutex::new(Some(progress_rx)),
@@ -213,7 +216,9 @@ impl Cache {
             st.oldest = at;
             st.ready = true;
             if was_ready {
-                let _ = self.feed.send(Feed::Reset);
+                for f in std::mem::take(&mut st.feeds).values() {
+                    let _ = f.send(Feed::Reset);
+                }
             }
         }
         self.rev.send_replace(at);
@@ -310,18 +315,14 @@ impl Cache {
             }
             etcd_client::EventType::Delete => {
                 st.objects.remove(&key);
-                let last = match (&prev, ev.prev_kv()) {
-                    (Some(p), _) => entry(&p.data, rev).map(|mut e| {
+                // the last state is the cached one: an object the cache never
+                // held was never seen by a watcher either
+                let last = prev.as_ref().and_then(|p| {
+                    entry(&p.data, rev).map(|mut e| {
                         e.labels = p.labels.clone();
                         e
-                    }),
-                    (None, Some(pkv)) => self
-                        .storage
-                        .decrypt(&key, pkv.value())
-                        .ok()
-                        .and_then(|p| entry(&p, rev)),
-                    (None, None) => None,
-                };
+                    })
+                });
                 let Some(last) = last else { return };
                 CacheEvent {
                     rev,
@@ -341,7 +342,15 @@ impl Cache {
         st.events.push_back(event.clone());
         st.rev = st.rev.max(rev);
         let now = st.rev;
-        let _ = self.feed.send(Feed::Event(event));
+        let mut idle = false;
+        for (prefix, f) in &st.feeds {
+            if event.key.starts_with(prefix.as_str()) {
+                idle |= f.send(Feed::Event(event.clone())).is_err();
+            }
+        }
+        if idle {
+            st.feeds.retain(|_, f| f.receiver_count() > 0);
+        }
         drop(st);
         self.rev.send_replace(now);
     }
@@ -440,11 +449,16 @@ impl Cache {
     /// Start a watch: events after `since`, or (when `since` is None) a snapshot of
     /// the objects under `prefix` as initial events followed by what comes after it.
     pub fn subscribe(&self, prefix: &str, since: Option<i64>) -> Result<Subscription, CacheError> {
-        let st = self.read();
+        let mut st = self.write();
         if !st.ready {
             return Err(CacheError::NotReady);
         }
-        let rx = self.feed.subscribe();
+        let len = self.feed_len;
+        let rx = st
+            .feeds
+            .entry(prefix.to_string())
+            .or_insert_with(|| broadcast::channel(len).0)
+            .subscribe();
         match since {
             None => {
                 let end = prefix_end(prefix);
@@ -485,19 +499,141 @@ impl Cache {
 }
 
 /// A cache entry from a stored value: resourceVersion filled in, labels parsed.
+/// Only metadata is parsed; every other field is copied as it is stored.
 pub(crate) fn entry(value: &[u8], rev: i64) -> Option<Entry> {
-    let mut v: serde_json::Value = serde_json::from_slice(value).ok()?;
-    let meta = v
-        .as_object_mut()?
-        .entry("metadata")
-        .or_insert_with(|| serde_json::json!({}));
-    meta.as_object_mut()?
-        .insert("resourceVersion".into(), rev.to_string().into());
-    let labels = crate::selectors::object_labels(&v);
-    let data = serde_json::to_vec(&v).ok()?;
+    use serde_json::value::RawValue;
+    let top: RawObject = serde_json::from_slice(value).ok()?;
+    let mut meta: RawObject<'_> = match top.get("metadata") {
+        Some(m) => serde_json::from_str(m.get()).ok()?,
+        None => RawObject(Vec::new()),
+    };
+    let labels = match meta.get("labels") {
+        Some(l) => serde_json::from_str::<Option<BTreeMap<String, serde_json::Value>>>(l.get())
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(k, v)| match v {
+                serde_json::Value::String(s) => Some((k, s)),
+                _ => None,
+            })
+            .collect(),
+        None => BTreeMap::new(),
+    };
+    let rv = serde_json::to_string(&rev.to_string()).ok()?;
+    let rv = RawValue::from_string(rv).ok()?;
+    meta.set("resourceVersion", &rv);
+    let meta = RawValue::from_string(meta.to_json()).ok()?;
+    let mut top = top;
+    top.set("metadata", &meta);
     Some(Entry {
         rev,
-        data: Bytes::from(data),
+        data: Bytes::from(top.to_json().into_bytes()),
         labels,
     })
+}
+
+/// A JSON object as its members' unparsed values, in order.
+struct RawObject<'a>(Vec<(std::borrow::Cow<'a, str>, &'a serde_json::value::RawValue)>);
+
+impl<'a> RawObject<'a> {
+    fn get(&self, k: &str) -> Option<&'a serde_json::value::RawValue> {
+        self.0.iter().rev().find(|(n, _)| n == k).map(|(_, v)| *v)
+    }
+    fn set(&mut self, k: &'static str, v: &'a serde_json::value::RawValue) {
+        match self.0.iter_mut().find(|(n, _)| n == k) {
+            Some(slot) => slot.1 = v,
+            None => self.0.push((k.into(), v)),
+        }
+    }
+    fn to_json(&self) -> String {
+        let mut out = String::with_capacity(
+            2 + self
+                .0
+                .iter()
+                .map(|(k, v)| k.len() + v.get().len() + 4)
+                .sum::<usize>(),
+        );
+        out.push('{');
+        for (i, (k, v)) in self.0.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            // a key that needs no escaping is written as is
+            match serde_json::to_string(k.as_ref()) {
+                Ok(q) => out.push_str(&q),
+                Err(_) => continue,
+            }
+            out.push(':');
+            out.push_str(v.get());
+        }
+        out.push('}');
+        out
+    }
+}
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for RawObject<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = RawObject<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut m: M,
+            ) -> Result<Self::Value, M::Error> {
+                let mut out = Vec::new();
+                while let Some(k) = m.next_key::<std::borrow::Cow<'de, str>>()? {
+                    let v: &'de serde_json::value::RawValue = m.next_value()?;
+                    out.push((k, v));
+                }
+                Ok(RawObject(out))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    #[test]
+    fn entry_sets_the_resource_version_and_keeps_the_rest() {
+        let stored = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p\"q", "resourceVersion": "7", "labels": {"app": "web", "n": 1}},
+            "spec": {"containers": [{"name": "c", "image": "i\u{e9}"}]}});
+        let e = entry(&serde_json::to_vec(&stored).unwrap(), 42).unwrap();
+        let got: Value = serde_json::from_slice(&e.data).unwrap();
+        let mut want = stored.clone();
+        want["metadata"]["resourceVersion"] = "42".into();
+        assert_eq!(got, want);
+        // the order of fields is kept
+        let keys: Vec<&String> = got.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["apiVersion", "kind", "metadata", "spec"]);
+        assert_eq!(e.rev, 42);
+        assert_eq!(
+            e.labels,
+            BTreeMap::from([("app".to_string(), "web".to_string())])
+        );
+
+        // without metadata, or without a resourceVersion, both are added
+        let e = entry(br#"{"kind":"X"}"#, 5).unwrap();
+        assert_eq!(
+            serde_json::from_slice::<Value>(&e.data).unwrap(),
+            json!({"kind": "X", "metadata": {"resourceVersion": "5"}})
+        );
+        assert!(e.labels.is_empty());
+        // labels that are not an object are no labels
+        let e = entry(br#"{"metadata":{"labels":null}}"#, 5).unwrap();
+        assert!(e.labels.is_empty());
+        // not an object: no entry
+        assert!(entry(b"[1]", 1).is_none());
+        assert!(entry(br#"{"metadata":3}"#, 1).is_none());
+        assert!(entry(b"{", 1).is_none());
+    }
 }

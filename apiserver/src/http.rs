@@ -1385,6 +1385,9 @@ async fn watch(api: &Arc<Api>, ctx: &Ctx<'_>, q: &Query, out: Output) -> ApiResu
     Ok(r)
 }
 
+/// How many bytes of queued watch events one write carries at most.
+const WATCH_BATCH_BYTES: usize = 256 * 1024;
+
 #[allow(clippy::too_many_arguments)]
 async fn run_watch(
     api: &Arc<Api>,
@@ -1454,14 +1457,31 @@ async fn run_watch(
         tokio::select! {
             msg = sub.rx.recv() => match msg {
                 Ok(Feed::Event(ev)) => {
-                    if ev.rev <= last || !ev.key.starts_with(&prefix) {
-                        continue;
-                    }
-                    last = ev.rev;
-                    if let Some(f) = emit(&ev) {
-                        if !send(f).await {
-                            return;
+                    // what else is already queued goes out in the same write
+                    let mut batch = Vec::new();
+                    let mut end = false;
+                    let mut next = Some(ev);
+                    while let Some(ev) = next.take() {
+                        if ev.rev > last && ev.key.starts_with(&prefix) {
+                            last = ev.rev;
+                            if let Some(f) = emit(&ev) {
+                                batch.extend_from_slice(&f);
+                            }
                         }
+                        if batch.len() >= WATCH_BATCH_BYTES {
+                            break;
+                        }
+                        match sub.rx.try_recv() {
+                            Ok(Feed::Event(ev)) => next = Some(ev),
+                            Err(tokio::sync::broadcast::error::TryRecvError::Empty) => {}
+                            Ok(Feed::Reset) | Err(_) => end = true,
+                        }
+                    }
+                    if !batch.is_empty() && !send(Bytes::from(batch)).await {
+                        return;
+                    }
+                    if end {
+                        return;
                     }
                 }
                 Ok(Feed::Reset) | Err(_) => return,

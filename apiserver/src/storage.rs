@@ -340,11 +340,12 @@ impl Storage {
         Ok(resp.id())
     }
 
-    /// Watch every key under `prefix` from `from_rev` (inclusive), with previous values.
+    /// Watch every key under `prefix` from `from_rev` (inclusive). Without
+    /// previous values: the watch cache holds them, and asking etcd for them
+    /// costs it a read of its backend per event.
     pub async fn watch(&self, prefix: &str, from_rev: i64) -> StorageResult<WatchStream> {
         let opts = WatchOptions::new()
             .with_prefix()
-            .with_prev_key()
             .with_progress_notify()
             .with_start_revision(from_rev);
         Ok(self
