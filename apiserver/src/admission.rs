@@ -303,6 +303,10 @@ pub const SYSTEM_PRIORITY_CLASSES: &[(&str, i64, &str)] = &[
 /// other one is.
 pub fn priority(ctx: &Ctx<'_>, obj: &mut Value) -> crate::error::ApiResult<()> {
     use crate::error::ApiError;
+    let is_pod = ctx.res.kind == "Pod" && ctx.res.group.is_empty();
+    if ctx.res.kind != "PriorityClass" && !is_pod {
+        return Ok(());
+    }
     let Some(res) = crate::registry::lookup("scheduling.k8s.io", "v1", "priorityclasses") else {
         return Ok(());
     };
@@ -332,9 +336,6 @@ pub fn priority(ctx: &Ctx<'_>, obj: &mut Value) -> crate::error::ApiResult<()> {
                 )));
             }
         }
-        return Ok(());
-    }
-    if ctx.res.kind != "Pod" || !ctx.res.group.is_empty() {
         return Ok(());
     }
     let pod_name = name_of(obj);

@@ -466,10 +466,43 @@ fn index_items<'a>(kind: &str, path: &[Seg], items: &'a [Value]) -> Vec<(Seg, &'
     out
 }
 
+/// What a comparison knows besides the two values: the kind (for list and map
+/// types) and, when `old` stands for a typed object, the struct fields such an
+/// object always carries (compared as empty maps where `old` lacks them).
+struct Cmp<'a> {
+    kind: &'a str,
+    skeleton: Vec<&'static [&'static str]>,
+    empty: Value,
+}
+
+impl Cmp<'_> {
+    /// Whether `path` + `name` is a struct field the typed `old` always has.
+    fn in_skeleton(&self, path: &[Seg], name: &str) -> bool {
+        self.skeleton.iter().any(|p| {
+            p.len() == path.len() + 1
+                && p.last() == Some(&name)
+                && p.iter()
+                    .zip(path)
+                    .all(|(f, s)| matches!(s, Seg::Field(n) if n == f))
+        })
+    }
+}
+
+/// Whether a member of the map at `path` is never part of a field set
+/// (what `strip` removes, skipped in place instead of copying the object).
+fn ignored_member(path: &[Seg], name: &str) -> bool {
+    match path {
+        [] => name == "apiVersion" || name == "kind",
+        [Seg::Field(m)] if m == "metadata" => IGNORED_META.contains(&name),
+        _ => false,
+    }
+}
+
 /// Compare two versions of a node: leaves (scalars, atomic lists and maps,
 /// empty containers) are added, removed or modified; maps, lists and list
 /// items are added or removed as nodes too.
-fn compare(kind: &str, l: Option<&Value>, r: Option<&Value>, path: &mut Path, d: &mut Diff) {
+fn compare(cx: &Cmp, l: Option<&Value>, r: Option<&Value>, path: &mut Path, d: &mut Diff) {
+    let kind = cx.kind;
     let sh = match (l.map(shape), r.map(shape)) {
         (None, None) => return,
         (Some(a), Some(b)) if a != b => None,
@@ -479,7 +512,7 @@ fn compare(kind: &str, l: Option<&Value>, r: Option<&Value>, path: &mut Path, d:
         None | Some(Shape::Scalar) => true,
         Some(Shape::Map) => {
             (!path.is_empty() && is_atomic_map(kind, path))
-                || (empty_or_absent(l) && empty_or_absent(r))
+                || (empty_or_absent_member(path, l) && empty_or_absent_member(path, r))
         }
         Some(Shape::List) => {
             matches!(list_type(kind, path), ListType::Atomic)
@@ -494,7 +527,7 @@ fn compare(kind: &str, l: Option<&Value>, r: Option<&Value>, path: &mut Path, d:
             (Some(_), None) => {
                 d.removed.insert(path.clone());
             }
-            (Some(a), Some(b)) if a != b => {
+            (Some(a), Some(b)) if !eq_member(path, a, b) => {
                 d.modified.insert(path.clone());
             }
             _ => {}
@@ -507,8 +540,18 @@ fn compare(kind: &str, l: Option<&Value>, r: Option<&Value>, path: &mut Path, d:
             let lm = l.and_then(Value::as_object).unwrap_or(&empty);
             let rm = r.and_then(Value::as_object).unwrap_or(&empty);
             for k in lm.keys().chain(rm.keys().filter(|k| !lm.contains_key(*k))) {
+                if ignored_member(path, k) {
+                    continue;
+                }
+                let rv = rm.get(k);
+                let lv = match lm.get(k) {
+                    None if rv.is_some_and(Value::is_object) && cx.in_skeleton(path, k) => {
+                        Some(&cx.empty)
+                    }
+                    lv => lv,
+                };
                 path.push(Seg::Field(k.clone()));
-                compare(kind, lm.get(k), rm.get(k), path, d);
+                compare(cx, lv, rv, path, d);
                 path.pop();
             }
         }
@@ -521,7 +564,7 @@ fn compare(kind: &str, l: Option<&Value>, r: Option<&Value>, path: &mut Path, d:
             let ids: BTreeSet<&Seg> = li.keys().chain(ri.keys()).collect();
             for id in ids {
                 path.push(id.clone());
-                compare(kind, li.get(id).copied(), ri.get(id).copied(), path, d);
+                compare(cx, li.get(id).copied(), ri.get(id).copied(), path, d);
                 path.pop();
             }
         }
@@ -536,16 +579,45 @@ fn compare(kind: &str, l: Option<&Value>, r: Option<&Value>, path: &mut Path, d:
     }
 }
 
+/// `empty_or_absent` of a map, not counting the members a field set ignores.
+fn empty_or_absent_member(path: &[Seg], v: Option<&Value>) -> bool {
+    match v {
+        Some(Value::Object(m)) if path.len() <= 1 => m.keys().all(|k| ignored_member(path, k)),
+        v => empty_or_absent(v),
+    }
+}
+
+/// Equality of two maps at `path`, not counting the members a field set ignores.
+fn eq_member(path: &[Seg], a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) if path.len() <= 1 => {
+            let keep = |m: &'_ Map<String, Value>| {
+                m.iter().filter(|(k, _)| !ignored_member(path, k)).count()
+            };
+            keep(x) == keep(y)
+                && x.iter()
+                    .filter(|(k, _)| !ignored_member(path, k))
+                    .all(|(k, v)| y.get(k) == Some(v))
+        }
+        _ => a == b,
+    }
+}
+
 /// Compare two objects; the ignored metadata and `metadata` itself are left out.
-fn diff(kind: &str, old: &Value, new: &Value) -> Diff {
+/// With `typed_old`, `old` stands for the typed object: the struct fields it
+/// always carries count as present (and empty) where `new` has them.
+fn diff(kind: &str, old: &Value, new: &Value, typed_old: bool) -> Diff {
     let mut d = Diff::default();
-    compare(
+    let cx = Cmp {
         kind,
-        Some(&strip(old)),
-        Some(&strip(new)),
-        &mut Vec::new(),
-        &mut d,
-    );
+        skeleton: if typed_old {
+            skeleton_paths(kind)
+        } else {
+            Vec::new()
+        },
+        empty: Value::Object(Map::new()),
+    };
+    compare(&cx, Some(old), Some(new), &mut Vec::new(), &mut d);
     let meta = vec![field("metadata")];
     d.added.remove(&meta);
     d.modified.remove(&meta);
@@ -587,33 +659,6 @@ fn skeleton_paths(kind: &str) -> Vec<&'static [&'static str]> {
         _ => {}
     }
     v
-}
-
-/// `old` as the typed object it stands for: struct fields that always exist
-/// on the kind (and that `new` has) are there, empty, when `old` lacks them.
-/// On create `old` is `{}`, the freshly constructed object.
-fn with_skeleton(kind: &str, old: &Value, new: &Value) -> Value {
-    let mut out = strip(old);
-    let new = strip(new);
-    for p in skeleton_paths(kind) {
-        let in_new = p
-            .iter()
-            .try_fold(&new, |cur, f| cur.get(*f))
-            .is_some_and(Value::is_object);
-        let Some((last, parents)) = p.split_last() else {
-            continue;
-        };
-        if !in_new {
-            continue;
-        }
-        let parent: String = parents.iter().map(|f| format!("/{f}")).collect();
-        if let Some(m) = out.pointer_mut(&parent).and_then(Value::as_object_mut) {
-            if !m.contains_key(*last) {
-                m.insert(last.to_string(), Value::Object(Map::new()));
-            }
-        }
-    }
-    out
 }
 
 /// The order of a merged list: items of `r` in their order, items only in
@@ -1115,7 +1160,7 @@ pub fn apply(
     if entries.is_empty() {
         // an object nobody tracked yet: what it holds belongs to a placeholder
         let empty = Value::Object(Map::new());
-        let set = diff(kind, &with_skeleton(kind, &empty, &base), &base).changed();
+        let set = diff(kind, &empty, &base, true).changed();
         entries.push(Entry::new(
             "before-first-apply",
             "Update",
@@ -1146,7 +1191,7 @@ pub fn apply(
         }
     }
 
-    let d = diff(kind, &base, &merged);
+    let d = diff(kind, &base, &merged, false);
     let changed = d.changed();
     let mut conflicts = Vec::new();
     for (i, e) in entries.iter().enumerate() {
@@ -1189,6 +1234,84 @@ pub fn apply(
     Ok(merged)
 }
 
+/// The fields a create records, as FieldsV1, built straight from the object:
+/// what `diff` of the typed empty object against `new` counts as changed,
+/// without building path sets and encoding them again.
+fn created_fields(kind: &str, new: &Value) -> Map<String, Value> {
+    let cx = Cmp {
+        kind,
+        skeleton: skeleton_paths(kind),
+        empty: Value::Object(Map::new()),
+    };
+    let (_, children) = created_node(&cx, true, new, &mut Vec::new());
+    trie_node(false, children)
+}
+
+/// Whether `path` is a member of a create's field set, and its children's
+/// FieldsV1; `typed` when the empty object already has it (a struct field).
+fn created_node(cx: &Cmp, typed: bool, r: &Value, path: &mut Path) -> (bool, Vec<(Seg, Value)>) {
+    let kind = cx.kind;
+    let leaf = match r {
+        Value::Object(_) => {
+            (!path.is_empty() && is_atomic_map(kind, path)) || empty_or_absent_member(path, Some(r))
+        }
+        Value::Array(a) => matches!(list_type(kind, path), ListType::Atomic) || a.is_empty(),
+        _ => true,
+    };
+    if leaf {
+        // added, or for a struct field the empty object has: modified unless empty
+        let member = !typed || !eq_member(path, &cx.empty, r);
+        return (member, Vec::new());
+    }
+    let mut children = Vec::new();
+    match r {
+        Value::Object(m) => {
+            for (k, v) in m {
+                if ignored_member(path, k) {
+                    continue;
+                }
+                let typed = v.is_object() && cx.in_skeleton(path, k);
+                path.push(Seg::Field(k.clone()));
+                let (mut member, ch) = created_node(cx, typed, v, path);
+                // `metadata` itself is never part of a set
+                if path.len() == 1 && k == "metadata" {
+                    member = false;
+                }
+                let seg = path.pop();
+                if let Some(seg) = seg.filter(|_| member || !ch.is_empty()) {
+                    children.push((seg, Value::Object(trie_node(member, ch))));
+                }
+            }
+        }
+        Value::Array(items) => {
+            let indexed = index_items(kind, path, items);
+            for (id, item) in indexed {
+                path.push(id);
+                let (member, ch) = created_node(cx, false, item, path);
+                let seg = path.pop();
+                if let Some(seg) = seg.filter(|_| member || !ch.is_empty()) {
+                    children.push((seg, Value::Object(trie_node(member, ch))));
+                }
+            }
+        }
+        _ => {}
+    }
+    (!typed && !path.is_empty(), children)
+}
+
+/// One FieldsV1 node, its children in the order `encode` writes them.
+fn trie_node(member: bool, mut children: Vec<(Seg, Value)>) -> Map<String, Value> {
+    children.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut m = Map::new();
+    if member && !children.is_empty() {
+        m.insert(".".into(), Value::Object(Map::new()));
+    }
+    for (seg, v) in children {
+        m.insert(seg_key(&seg), v);
+    }
+    m
+}
+
 /// After a non-apply write (create, update, patch) by `manager`: records the fields that changed between `old` (None on create) and `new`
 /// as owned by `manager` with operation "Update" (merging into that manager's existing Update entry), and removes them from other managers' sets.
 /// Writes the result into new's metadata.managedFields. Entries whose field set becomes empty are dropped.
@@ -1218,13 +1341,36 @@ pub fn track_update(
         write_entries(new, Vec::new());
         return;
     }
-    let current = without_managed_fields(new);
+    if old.is_none() && entries.is_empty() {
+        // a create: one entry, its fields straight from the object
+        let fields = created_fields(kind, new);
+        let entry = (!fields.is_empty()).then(|| {
+            let mut e = Entry::new(manager, "Update", api_version, now, FieldSet::new()).raw;
+            e.insert("fieldsType".into(), "FieldsV1".into());
+            e.insert("fieldsV1".into(), Value::Object(fields));
+            Value::Object(e)
+        });
+        if let Some(meta) = new
+            .as_object_mut()
+            .map(|o| {
+                o.entry("metadata")
+                    .or_insert_with(|| Value::Object(Map::new()))
+            })
+            .and_then(Value::as_object_mut)
+        {
+            match entry {
+                Some(e) => {
+                    meta.insert("managedFields".into(), Value::Array(vec![e]));
+                }
+                None => {
+                    meta.shift_remove("managedFields");
+                }
+            }
+        }
+        return;
+    }
     let empty = Value::Object(Map::new());
-    let d = diff(
-        kind,
-        &with_skeleton(kind, old.unwrap_or(&empty), &current),
-        &current,
-    );
+    let d = diff(kind, old.unwrap_or(&empty), new, true);
     let changed = d.changed();
     for e in entries.iter_mut() {
         e.set
@@ -1683,6 +1829,79 @@ mod tests {
             entry(&o4, "m", "Apply").is_none(),
             "an empty set drops the entry"
         );
+    }
+
+    #[test]
+    fn created_fields_match_the_diff_of_the_empty_object() {
+        let objects = [
+            (
+                "Pod",
+                json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "p", "namespace": "d", "uid": "u", "labels": {"app": "a"},
+                    "annotations": {}, "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "r", "uid": "x", "controller": true}],
+                    "finalizers": ["a", "b", "a"]},
+                "spec": {"containers": [
+                    {"name": "c", "image": "i", "ports": [{"containerPort": 80}, {"containerPort": 80, "protocol": "UDP"}],
+                     "env": [{"name": "E", "valueFrom": {"fieldRef": {"fieldPath": "x"}}}], "resources": {}, "args": ["a", "b"]},
+                    {"name": "c", "image": "dup"}, {"image": "nameless"}],
+                    "nodeSelector": {"k": "v"}, "tolerations": [{"key": "t", "operator": "Exists"}],
+                    "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": []}}},
+                    "securityContext": {}, "volumes": []},
+                "status": {}}),
+            ),
+            (
+                "Deployment",
+                json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "d", "generation": 1},
+                "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "a"}},
+                    "strategy": {}, "template": {"metadata": {"labels": {"app": "a"}},
+                    "spec": {"containers": [{"name": "c", "image": "i"}]}}}}),
+            ),
+            (
+                "Deployment",
+                json!({"metadata": {"name": "d"}, "spec": {"template": {"metadata": {}}}}),
+            ),
+            (
+                "Event",
+                json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "e", "namespace": "d"},
+                "involvedObject": {"kind": "Pod", "name": "p"}, "source": {}, "reason": "R", "count": 1}),
+            ),
+            (
+                "Service",
+                json!({"metadata": {"name": "s"}, "spec": {"ports": [{"port": 80, "protocol": "TCP"}, {"port": 80}],
+                "selector": {"a": "b"}}, "status": {"loadBalancer": {}}}),
+            ),
+            (
+                "ConfigMap",
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": "1", "b": ""}}),
+            ),
+            (
+                "ConfigMap",
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}),
+            ),
+            ("Widget", json!({"metadata": "odd", "spec": [1, 2]})),
+        ];
+        let empty = json!({});
+        for (kind, obj) in objects {
+            let slow = encode(&diff(kind, &empty, &obj, true).changed());
+            let fast = Value::Object(created_fields(kind, &obj));
+            assert_eq!(
+                serde_json::to_string(&fast).expect("json"),
+                serde_json::to_string(&slow).expect("json"),
+                "{kind}: {obj}"
+            );
+        }
+        // and through track_update: one Update entry, none for nothing to own
+        let mut o = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": "1"}});
+        track_update("ConfigMap", "v1", None, &mut o, "m", T1);
+        assert_eq!(
+            o["metadata"]["managedFields"],
+            json!([{"manager": "m", "operation": "Update",
+            "apiVersion": "v1", "time": T1, "fieldsType": "FieldsV1", "fieldsV1": {"f:data": {".": {}, "f:a": {}}}}])
+        );
+        let mut o = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "managedFields": []}});
+        track_update("ConfigMap", "v1", None, &mut o, "m", T1);
+        assert!(o["metadata"].get("managedFields").is_none());
     }
 
     #[test]

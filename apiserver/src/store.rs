@@ -545,7 +545,7 @@ async fn write_update(
             &now(),
         );
     }
-    if without_managed_times(&new) == without_managed_times(old) {
+    if same_but_managed_times(&new, old) {
         // "nothing to write" is only an answer when `old` is what etcd holds
         if cached {
             return Ok(Write::Retry);
@@ -591,17 +591,49 @@ async fn write_update(
     }
 }
 
-/// managedFields timestamps change on every write; compare objects without them.
-fn without_managed_times(v: &Value) -> Value {
-    let mut v = v.clone();
-    if let Some(mf) = v["metadata"]["managedFields"].as_array_mut() {
-        for e in mf {
-            if let Some(o) = e.as_object_mut() {
-                o.remove("time");
-            }
-        }
+/// managedFields timestamps change on every write: whether two objects are
+/// equal but for them (compared in place, nothing copied).
+fn same_but_managed_times(a: &Value, b: &Value) -> bool {
+    fn same_map(
+        a: &serde_json::Map<String, Value>,
+        b: &serde_json::Map<String, Value>,
+        eq: impl Fn(&str, &Value, &Value) -> bool,
+    ) -> bool {
+        a.len() == b.len() && a.iter().all(|(k, v)| b.get(k).is_some_and(|w| eq(k, v, w)))
     }
-    v
+    let entries = |x: &Value, y: &Value| match (x.as_array(), y.as_array()) {
+        (Some(x), Some(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .zip(y)
+                    .all(|(e, f)| match (e.as_object(), f.as_object()) {
+                        (Some(e), Some(f)) => {
+                            let n = |m: &serde_json::Map<String, Value>| {
+                                m.len() - usize::from(m.contains_key("time"))
+                            };
+                            n(e) == n(f)
+                                && e.iter()
+                                    .filter(|(k, _)| *k != "time")
+                                    .all(|(k, v)| f.get(k) == Some(v))
+                        }
+                        _ => e == f,
+                    })
+        }
+        _ => x == y,
+    };
+    match (a.as_object(), b.as_object()) {
+        (Some(a), Some(b)) => same_map(a, b, |k, x, y| match (k, x.as_object(), y.as_object()) {
+            ("metadata", Some(x), Some(y)) => same_map(x, y, |k, x, y| {
+                if k == "managedFields" {
+                    entries(x, y)
+                } else {
+                    x == y
+                }
+            }),
+            _ => x == y,
+        }),
+        _ => a == b,
+    }
 }
 
 /// Resources whose PUT creates a missing object (upstream's AllowCreateOnUpdate).
@@ -1275,4 +1307,40 @@ pub async fn finalize_namespace(ctx: &Ctx<'_>, name: &str, body: &Value) -> ApiR
         }
     }
     Err(ApiError::stale(ctx.res, name))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_but_managed_times_ignores_only_the_times() {
+        let a = json!({"metadata": {"name": "x", "managedFields": [
+            {"manager": "m", "time": "2026-01-01T00:00:00Z", "fieldsV1": {"f:spec": {}}}]},
+            "spec": {"a": 1}});
+        let mut b = a.clone();
+        b["metadata"]["managedFields"][0]["time"] = "2026-02-02T00:00:00Z".into();
+        assert!(same_but_managed_times(&a, &b));
+        let mut c = b.clone();
+        c["spec"]["a"] = 2.into();
+        assert!(!same_but_managed_times(&a, &c));
+        let mut c = b.clone();
+        c["metadata"]["managedFields"][0]["manager"] = "n".into();
+        assert!(!same_but_managed_times(&a, &c));
+        let mut c = b.clone();
+        c["metadata"]["managedFields"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("time");
+        assert!(same_but_managed_times(&a, &c));
+        c["metadata"]["labels"] = json!({"l": "v"});
+        assert!(!same_but_managed_times(&a, &c));
+        let mut c = b.clone();
+        c["metadata"]["managedFields"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"manager": "o"}));
+        assert!(!same_but_managed_times(&a, &c));
+    }
 }
