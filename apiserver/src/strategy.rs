@@ -33,6 +33,13 @@ pub fn prepare_update(res: &Resource, sub: Option<&str>, new: &mut Value, old: &
         }
         Some("status") => {
             let status = new.get("status").cloned();
+            // a Deployment's status write may change its metadata but labels
+            // (upstream's status strategy: the deployment controller records
+            // the revision annotation with the status in one write)
+            let meta = match res.kind {
+                "Deployment" => new.get_mut("metadata").map(Value::take),
+                _ => None,
+            };
             *new = old.clone();
             match status {
                 Some(s) => new["status"] = s,
@@ -41,6 +48,17 @@ pub fn prepare_update(res: &Resource, sub: Option<&str>, new: &mut Value, old: &
                         o.remove("status");
                     }
                 }
+            }
+            if let Some(mut meta) = meta.filter(Value::is_object) {
+                match old["metadata"].get("labels") {
+                    Some(l) => meta["labels"] = l.clone(),
+                    None => {
+                        if let Some(m) = meta.as_object_mut() {
+                            m.remove("labels");
+                        }
+                    }
+                }
+                new["metadata"] = meta;
             }
         }
         _ => {
@@ -199,6 +217,26 @@ pub fn selector_string(sel: &Value) -> String {
 mod tests {
     use super::*;
     use crate::registry::lookup;
+
+    #[test]
+    fn status_writes_keep_spec_and_only_a_deployment_may_change_metadata() {
+        let old = json!({"metadata": {"name": "d", "labels": {"a": "1"}, "annotations": {"x": "1"}},
+            "spec": {"replicas": 1}, "status": {"replicas": 0}});
+        let sent = json!({"metadata": {"name": "d", "labels": {"a": "2"}, "annotations": {"x": "2"}},
+            "spec": {"replicas": 5}, "status": {"replicas": 3}});
+        let deploy = lookup("apps", "v1", "deployments").expect("deployments");
+        let mut new = sent.clone();
+        prepare_update(deploy, Some("status"), &mut new, &old);
+        assert_eq!(new["spec"], json!({"replicas": 1}));
+        assert_eq!(new["status"], json!({"replicas": 3}));
+        assert_eq!(new["metadata"]["annotations"], json!({"x": "2"}));
+        assert_eq!(new["metadata"]["labels"], json!({"a": "1"}));
+        let rs = lookup("apps", "v1", "replicasets").expect("replicasets");
+        let mut new = sent.clone();
+        prepare_update(rs, Some("status"), &mut new, &old);
+        assert_eq!(new["metadata"], old["metadata"]);
+        assert_eq!(new["status"], json!({"replicas": 3}));
+    }
 
     #[test]
     fn qos() {

@@ -6,6 +6,7 @@
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::fmt::Debug;
+use std::sync::RwLock;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,6 +33,98 @@ where
     store: Store<K>,
     changes: broadcast::Sender<Change<K>>,
     synced: watch::Receiver<bool>,
+    index: Arc<RwLock<Index<K>>>,
+}
+
+/// The store's objects by namespace and by controller, as upstream's
+/// indexers: a controller reads its own objects without scanning every one.
+pub struct Index<K> {
+    /// index key -> object key ("ns/name") -> object
+    by: HashMap<String, HashMap<String, Arc<K>>>,
+    /// object key -> its index keys
+    keys_of: HashMap<String, [String; 2]>,
+}
+
+impl<K> Default for Index<K> {
+    fn default() -> Self {
+        Index {
+            by: HashMap::new(),
+            keys_of: HashMap::new(),
+        }
+    }
+}
+
+impl<K: Resource> Index<K> {
+    fn object_key(o: &K) -> String {
+        let m = o.meta();
+        format!(
+            "{}/{}",
+            m.namespace.as_deref().unwrap_or_default(),
+            m.name.as_deref().unwrap_or_default()
+        )
+    }
+
+    fn index_keys(o: &K) -> [String; 2] {
+        let m = o.meta();
+        let ns = m.namespace.as_deref().unwrap_or_default();
+        let controller = m
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|r| r.controller == Some(true));
+        [
+            format!("ns/{ns}"),
+            match controller {
+                Some(c) => format!("ctrl/{}", c.uid),
+                None => format!("orphan/{ns}"),
+            },
+        ]
+    }
+
+    fn insert(&mut self, o: Arc<K>) {
+        let k = Self::object_key(&o);
+        self.remove_key(&k);
+        let keys = Self::index_keys(&o);
+        for i in &keys {
+            self.by
+                .entry(i.clone())
+                .or_default()
+                .insert(k.clone(), o.clone());
+        }
+        self.keys_of.insert(k, keys);
+    }
+
+    fn remove(&mut self, o: &K) {
+        self.remove_key(&Self::object_key(o));
+    }
+
+    fn remove_key(&mut self, k: &str) {
+        let Some(keys) = self.keys_of.remove(k) else {
+            return;
+        };
+        for i in &keys {
+            if let Some(m) = self.by.get_mut(i) {
+                m.remove(k);
+                if m.is_empty() {
+                    self.by.remove(i);
+                }
+            }
+        }
+    }
+
+    fn rebuild(&mut self, all: Vec<Arc<K>>) {
+        *self = Index::default();
+        for o in all {
+            self.insert(o);
+        }
+    }
+
+    fn get(&self, key: &str) -> Vec<Arc<K>> {
+        self.by
+            .get(key)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
 }
 
 impl<K: Resource + Clone + 'static> Clone for Informer<K>
@@ -43,6 +136,7 @@ where
             store: self.store.clone(),
             changes: self.changes.clone(),
             synced: self.synced.clone(),
+            index: self.index.clone(),
         }
     }
 }
@@ -69,6 +163,25 @@ where
 
     pub fn has_synced(&self) -> bool {
         *self.synced.borrow()
+    }
+
+    fn index(&self) -> std::sync::RwLockReadGuard<'_, Index<K>> {
+        self.index.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The objects of namespace `ns`.
+    pub fn in_namespace(&self, ns: &str) -> Vec<Arc<K>> {
+        self.index().get(&format!("ns/{ns}"))
+    }
+
+    /// The objects whose controller (ownerReference with controller: true) has `uid`.
+    pub fn controlled_by(&self, uid: &str) -> Vec<Arc<K>> {
+        self.index().get(&format!("ctrl/{uid}"))
+    }
+
+    /// The objects of namespace `ns` without a controller.
+    pub fn orphans(&self, ns: &str) -> Vec<Arc<K>> {
+        self.index().get(&format!("orphan/{ns}"))
     }
 }
 
@@ -109,10 +222,12 @@ impl Informers {
         let (store, writer) = reflector::store::<K>();
         let (changes, _) = broadcast::channel(4096);
         let (synced_tx, synced) = watch::channel(false);
+        let index = Arc::new(RwLock::new(Index::default()));
         let informer = Informer {
             store: store.clone(),
             changes: changes.clone(),
             synced,
+            index: index.clone(),
         };
         started.insert(TypeId::of::<K>(), Box::new(informer.clone()));
         let api: Api<K> = Api::all(self.client.clone());
@@ -130,13 +245,24 @@ impl Informers {
             loop {
                 tokio::select! {
                     ev = stream.next() => match ev {
-                        Some(Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o))) => {
+                        Some(Ok(watcher::Event::Apply(o))) => {
+                            // the reflector stored it already: share its copy
+                            let o = store
+                                .get(&reflector::ObjectRef::from_obj(&o))
+                                .unwrap_or_else(|| Arc::new(o));
+                            index.write().unwrap_or_else(|p| p.into_inner()).insert(o.clone());
+                            let _ = changes.send(Change::Applied(o));
+                        }
+                        Some(Ok(watcher::Event::InitApply(o))) => {
+                            // the store takes a relist's objects at InitDone
                             let _ = changes.send(Change::Applied(Arc::new(o)));
                         }
                         Some(Ok(watcher::Event::Delete(o))) => {
+                            index.write().unwrap_or_else(|p| p.into_inner()).remove(&o);
                             let _ = changes.send(Change::Deleted(Arc::new(o)));
                         }
                         Some(Ok(watcher::Event::InitDone)) => {
+                            index.write().unwrap_or_else(|p| p.into_inner()).rebuild(store.state());
                             synced_tx.send_replace(true);
                         }
                         Some(Ok(watcher::Event::Init)) => {}

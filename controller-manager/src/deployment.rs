@@ -25,7 +25,6 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use serde_json::{json, Value};
 
-use crate::replicaset::controller_of;
 use crate::{key_of, queue, run_workers, split_key, Ctx, Started, SyncResult};
 
 pub const HASH_LABEL: &str = "pod-template-hash";
@@ -154,7 +153,9 @@ struct Controller {
     client: kube::Client,
     deployments: Store<Deployment>,
     sets: Store<ReplicaSet>,
-    pods: Store<Pod>,
+    /// ReplicaSets and pods by controller
+    set_index: common::informers::Informer<ReplicaSet>,
+    pod_index: common::informers::Informer<Pod>,
     recorder: Recorder,
 }
 
@@ -199,7 +200,8 @@ async fn run(ctx: Ctx) {
         client: ctx.client.clone(),
         deployments: deployments.store(),
         sets: sets.store(),
-        pods: pods.store(),
+        set_index: sets.clone(),
+        pod_index: pods.clone(),
     });
     run_workers(
         "deployment",
@@ -248,13 +250,10 @@ impl Controller {
             return Ok(None);
         }
         let mut rss: Vec<Arc<ReplicaSet>> = self
-            .sets
-            .state()
+            .set_index
+            .controlled_by(&uid)
             .into_iter()
-            .filter(|rs| {
-                rs.metadata.namespace.as_deref() == Some(ns)
-                    && controller_of(&rs.metadata).is_some_and(|o| o.uid == uid)
-            })
+            .filter(|rs| rs.metadata.namespace.as_deref() == Some(ns))
             .collect();
         rss.sort_by(|a, b| {
             a.metadata
@@ -560,14 +559,16 @@ impl Controller {
             return Ok(true);
         }
         // wait until no pod of an old ReplicaSet is left running
-        let old_uids: Vec<String> = olds.iter().filter_map(|r| r.metadata.uid.clone()).collect();
-        let old_pods = self.pods.state().iter().any(|p| {
-            controller_of(&p.metadata).is_some_and(|o| old_uids.contains(&o.uid))
-                && !matches!(
+        let old_pods = olds
+            .iter()
+            .filter_map(|r| r.metadata.uid.as_deref())
+            .flat_map(|uid| self.pod_index.controlled_by(uid))
+            .any(|p| {
+                !matches!(
                     p.status.as_ref().and_then(|s| s.phase.as_deref()),
                     Some("Succeeded" | "Failed")
                 )
-        });
+            });
         if old_pods {
             return Ok(false);
         }
@@ -796,21 +797,17 @@ impl Controller {
         let ns = d.metadata.namespace.as_deref().unwrap_or_default();
         let name = d.metadata.name.as_deref().unwrap_or_default();
         let api: Api<Deployment> = Api::namespaced(self.client.clone(), ns);
-        if rev_changed {
-            let patch =
-                json!({"metadata": {"annotations": {REVISION: rev.unwrap_or(0).to_string()}}});
-            api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await?;
-        }
-        if want == serde_json::to_value(&old).unwrap_or_default() {
+        if !rev_changed && want == serde_json::to_value(&old).unwrap_or_default() {
             return Ok(());
         }
+        // the revision annotation goes with the status, in one write (a
+        // Deployment's status write may change its annotations, as upstream)
+        let mut patch = json!({"status": status});
+        if rev_changed {
+            patch["metadata"] = json!({"annotations": {REVISION: rev.unwrap_or(0).to_string()}});
+        }
         match api
-            .patch_status(
-                name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"status": status})),
-            )
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(patch))
             .await
         {
             Ok(_) => Ok(()),

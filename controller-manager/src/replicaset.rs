@@ -164,6 +164,8 @@ struct Controller {
     client: kube::Client,
     sets: Store<ReplicaSet>,
     pods: Store<Pod>,
+    /// pods by controller and orphans by namespace
+    pod_index: common::informers::Informer<Pod>,
     expectations: Expectations,
     recorder: Recorder,
 }
@@ -231,6 +233,7 @@ async fn run(ctx: Ctx) {
         client: ctx.client.clone(),
         sets: sets.store(),
         pods: pods.store(),
+        pod_index: pods.clone(),
         expectations: Expectations::default(),
     });
     run_workers(
@@ -261,7 +264,12 @@ impl Controller {
         // claim: ours that still match; orphans that match are adopted; ours
         // that stopped matching are released
         let mut owned: Vec<Arc<Pod>> = Vec::new();
-        for pod in self.pods.state() {
+        let candidates = self
+            .pod_index
+            .controlled_by(&uid)
+            .into_iter()
+            .chain(self.pod_index.orphans(ns));
+        for pod in candidates {
             if pod.metadata.namespace.as_deref() != Some(ns) {
                 continue;
             }
@@ -288,18 +296,25 @@ impl Controller {
         }
         let active: Vec<Arc<Pod>> = owned.iter().filter(|p| is_active(p)).cloned().collect();
         let mut failure: Option<String> = None;
+        let mut acted = false;
         if self.expectations.satisfied(key, &self.pods, ns)
             && rs.metadata.deletion_timestamp.is_none()
         {
             let want = spec.replicas.unwrap_or(1).max(0) as usize;
             if active.len() < want {
                 failure = self.create(&rs, key, want - active.len()).await;
+                acted = true;
             } else if active.len() > want {
                 self.delete(&rs, key, active.clone(), active.len() - want)
                     .await?;
+                acted = true;
             }
         }
-        self.update_status(&rs, &owned, failure.clone()).await?;
+        // after creating or deleting pods the status computed here is stale at
+        // once: the sync that observes those pods (expectations) writes it
+        if !acted || failure.is_some() {
+            self.update_status(&rs, &owned, failure.clone()).await?;
+        }
         if let Some(msg) = failure {
             // back off before trying the template again
             anyhow::bail!("creating pods: {msg}");
