@@ -147,9 +147,16 @@ async fn write_queued(inner: Arc<Inner>, mut rx: tokio::sync::mpsc::Receiver<Que
     }
 }
 
+/// What a write of an event answered.
+enum Written {
+    Event(Box<Event>),
+    Meta(ObjectMeta),
+}
+
 impl Inner {
     async fn record(&self, obj: &ObjectReference, typ: EventType, reason: &str, message: &str) {
-        if let Err(e) = self.try_record(obj, typ, reason, message).await {
+        // nobody reads the written event: its metadata is all we ask back
+        if let Err(e) = self.write(obj, typ, reason, message, false).await {
             tracing::warn!(reason, error = %e, "recording an event");
         }
     }
@@ -161,6 +168,24 @@ impl Inner {
         reason: &str,
         message: &str,
     ) -> Result<Event, kube::Error> {
+        match self.write(obj, typ, reason, message, true).await? {
+            Written::Event(e) => Ok(*e),
+            Written::Meta(metadata) => Ok(Event {
+                metadata,
+                ..Default::default()
+            }),
+        }
+    }
+
+    /// Create or aggregate the event; the written Event when `full`, else its metadata.
+    async fn write(
+        &self,
+        obj: &ObjectReference,
+        typ: EventType,
+        reason: &str,
+        message: &str,
+        full: bool,
+    ) -> Result<Written, kube::Error> {
         let ns = obj
             .namespace
             .clone()
@@ -191,10 +216,25 @@ impl Inner {
         if let Some((ns_seen, name, count, at)) = existing {
             let patch = serde_json::json!({"count": count + 1, "lastTimestamp": now});
             let merged: Api<Event> = Api::namespaced(self.client.clone(), &ns_seen);
-            match merged
-                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            let pp = PatchParams::default();
+            let written = if full {
+                merged
+                    .patch(&name, &pp, &Patch::Merge(&patch))
+                    .await
+                    .map(|e| Written::Event(Box::new(e)))
+            } else {
+                crate::write::patch(
+                    &self.client,
+                    &merged,
+                    &name,
+                    None,
+                    &pp,
+                    &Patch::Merge(&patch),
+                )
                 .await
-            {
+                .map(Written::Meta)
+            };
+            match written {
                 Ok(ev) => {
                     self.seen
                         .lock()
@@ -233,7 +273,12 @@ impl Inner {
             reporting_instance: self.host.clone(),
             ..Default::default()
         };
-        let created = api.create(&PostParams::default(), &ev).await?;
+        let pp = PostParams::default();
+        let created = if full {
+            Written::Event(Box::new(api.create(&pp, &ev).await?))
+        } else {
+            Written::Meta(crate::write::create(&self.client, &api, &pp, &ev).await?)
+        };
         self.seen
             .lock()
             .unwrap_or_else(|p| p.into_inner())

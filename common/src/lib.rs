@@ -10,6 +10,7 @@ pub mod secure;
 pub mod selectors;
 pub mod server;
 pub mod workqueue;
+pub mod write;
 
 use std::path::Path;
 use std::time::Duration;

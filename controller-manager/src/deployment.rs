@@ -806,9 +806,15 @@ impl Controller {
         if rev_changed {
             patch["metadata"] = json!({"annotations": {REVISION: rev.unwrap_or(0).to_string()}});
         }
-        match api
-            .patch_status(name, &PatchParams::default(), &Patch::Merge(patch))
-            .await
+        match common::write::patch(
+            &self.client,
+            &api,
+            name,
+            Some("status"),
+            &PatchParams::default(),
+            &Patch::Merge(patch),
+        )
+        .await
         {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),

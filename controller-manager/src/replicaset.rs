@@ -362,13 +362,17 @@ impl Controller {
         let mut batch = 1;
         while remaining > 0 {
             let size = batch.min(remaining);
-            let results = futures::future::join_all((0..size).map(|_| api.create(&pp, &pod))).await;
+            // only the created pods' names are read: their metadata is all we ask for
+            let results = futures::future::join_all(
+                (0..size).map(|_| common::write::create(&self.client, &api, &pp, &pod)),
+            )
+            .await;
             let mut created = Vec::new();
             let mut failed = None;
             for r in results {
                 match r {
-                    Ok(p) => {
-                        let pod_name = p.metadata.name.clone().unwrap_or_default();
+                    Ok(meta) => {
+                        let pod_name = meta.name.unwrap_or_default();
                         self.recorder.emit(
                             &crate::object_ref(rs),
                             EventType::Normal,
@@ -559,13 +563,15 @@ impl Controller {
         let ns = rs.metadata.namespace.as_deref().unwrap_or_default();
         let api: Api<ReplicaSet> = Api::namespaced(self.client.clone(), ns);
         let name = rs.metadata.name.as_deref().unwrap_or_default();
-        match api
-            .patch_status(
-                name,
-                &PatchParams::default(),
-                &Patch::Merge(&json!({"status": status})),
-            )
-            .await
+        match common::write::patch(
+            &self.client,
+            &api,
+            name,
+            Some("status"),
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"status": status})),
+        )
+        .await
         {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),

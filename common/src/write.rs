@@ -1,0 +1,54 @@
+//! Writes whose answer the writer only needs the metadata of: the apiserver is
+//! asked for a PartialObjectMetadata (`as=PartialObjectMetadata` in Accept,
+//! which upstream honours for create and patch answers too), so neither side
+//! spends time on a whole object nobody reads.
+
+use http::header::{HeaderValue, ACCEPT};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::core::PartialObjectMeta;
+use kube::{Api, Client};
+use serde::Serialize;
+
+/// Metadata only, or the whole object from a server that cannot send less.
+const METADATA_ONLY: &str =
+    "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json";
+
+async fn send(client: &Client, mut req: http::Request<Vec<u8>>) -> kube::Result<ObjectMeta> {
+    req.headers_mut()
+        .insert(ACCEPT, HeaderValue::from_static(METADATA_ONLY));
+    let pom: PartialObjectMeta = client.request(req).await?;
+    Ok(pom.metadata)
+}
+
+/// POST `obj` to `api`'s collection; the created object's metadata.
+pub async fn create<K: kube::Resource + Serialize>(
+    client: &Client,
+    api: &Api<K>,
+    pp: &PostParams,
+    obj: &K,
+) -> kube::Result<ObjectMeta> {
+    let body = serde_json::to_vec(obj).map_err(kube::Error::SerdeError)?;
+    let req = kube::core::Request::new(api.resource_url())
+        .create(pp, body)
+        .map_err(kube::Error::BuildRequest)?;
+    send(client, req).await
+}
+
+/// PATCH `name` in `api` (its `subresource` when given); the result's metadata.
+pub async fn patch<K: kube::Resource, P: Serialize + std::fmt::Debug>(
+    client: &Client,
+    api: &Api<K>,
+    name: &str,
+    subresource: Option<&str>,
+    pp: &PatchParams,
+    patch: &Patch<P>,
+) -> kube::Result<ObjectMeta> {
+    let r = kube::core::Request::new(api.resource_url());
+    let req = match subresource {
+        Some(sub) => r.patch_subresource(sub, name, pp, patch),
+        None => r.patch(name, pp, patch),
+    }
+    .map_err(kube::Error::BuildRequest)?;
+    send(client, req).await
+}
