@@ -150,7 +150,7 @@ async fn write_queued(inner: Arc<Inner>, mut rx: tokio::sync::mpsc::Receiver<Que
 /// What a write of an event answered.
 enum Written {
     Event(Box<Event>),
-    Meta(ObjectMeta),
+    Meta(Box<ObjectMeta>),
 }
 
 impl Inner {
@@ -171,7 +171,7 @@ impl Inner {
         match self.write(obj, typ, reason, message, true).await? {
             Written::Event(e) => Ok(*e),
             Written::Meta(metadata) => Ok(Event {
-                metadata,
+                metadata: *metadata,
                 ..Default::default()
             }),
         }
@@ -232,7 +232,7 @@ impl Inner {
                     &Patch::Merge(&patch),
                 )
                 .await
-                .map(Written::Meta)
+                .map(|m| Written::Meta(Box::new(m)))
             };
             match written {
                 Ok(ev) => {
@@ -277,7 +277,9 @@ impl Inner {
         let created = if full {
             Written::Event(Box::new(api.create(&pp, &ev).await?))
         } else {
-            Written::Meta(crate::write::create(&self.client, &api, &pp, &ev).await?)
+            Written::Meta(Box::new(
+                crate::write::create(&self.client, &api, &pp, &ev).await?,
+            ))
         };
         self.seen
             .lock()
