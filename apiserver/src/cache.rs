@@ -454,6 +454,8 @@ impl Cache {
             return Err(CacheError::NotReady);
         }
         let len = self.feed_len;
+        // feeds whose watchers all left go (an event to them would too)
+        st.feeds.retain(|_, f| f.receiver_count() > 0);
         let rx = st
             .feeds
             .entry(prefix.to_string())
