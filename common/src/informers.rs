@@ -36,20 +36,21 @@ where
     index: Arc<RwLock<Index<K>>>,
 }
 
-/// The store's objects by namespace and by controller, as upstream's
-/// indexers: a controller reads its own objects without scanning every one.
+/// The store's objects by controller (and those without one by namespace),
+/// as upstream's indexers: a controller reads its own objects without
+/// scanning every one.
 pub struct Index<K> {
     /// index key -> object key ("ns/name") -> object
     by: HashMap<String, HashMap<String, Arc<K>>>,
-    /// object key -> its index keys
-    keys_of: HashMap<String, [String; 2]>,
+    /// object key -> its index key
+    key_of: HashMap<String, String>,
 }
 
 impl<K> Default for Index<K> {
     fn default() -> Self {
         Index {
             by: HashMap::new(),
-            keys_of: HashMap::new(),
+            key_of: HashMap::new(),
         }
     }
 }
@@ -64,34 +65,25 @@ impl<K: Resource> Index<K> {
         )
     }
 
-    fn index_keys(o: &K) -> [String; 2] {
+    fn index_key(o: &K) -> String {
         let m = o.meta();
-        let ns = m.namespace.as_deref().unwrap_or_default();
         let controller = m
             .owner_references
             .iter()
             .flatten()
             .find(|r| r.controller == Some(true));
-        [
-            format!("ns/{ns}"),
-            match controller {
-                Some(c) => format!("ctrl/{}", c.uid),
-                None => format!("orphan/{ns}"),
-            },
-        ]
+        match controller {
+            Some(c) => format!("ctrl/{}", c.uid),
+            None => format!("orphan/{}", m.namespace.as_deref().unwrap_or_default()),
+        }
     }
 
     fn insert(&mut self, o: Arc<K>) {
         let k = Self::object_key(&o);
         self.remove_key(&k);
-        let keys = Self::index_keys(&o);
-        for i in &keys {
-            self.by
-                .entry(i.clone())
-                .or_default()
-                .insert(k.clone(), o.clone());
-        }
-        self.keys_of.insert(k, keys);
+        let i = Self::index_key(&o);
+        self.by.entry(i.clone()).or_default().insert(k.clone(), o);
+        self.key_of.insert(k, i);
     }
 
     fn remove(&mut self, o: &K) {
@@ -99,15 +91,13 @@ impl<K: Resource> Index<K> {
     }
 
     fn remove_key(&mut self, k: &str) {
-        let Some(keys) = self.keys_of.remove(k) else {
+        let Some(i) = self.key_of.remove(k) else {
             return;
         };
-        for i in &keys {
-            if let Some(m) = self.by.get_mut(i) {
-                m.remove(k);
-                if m.is_empty() {
-                    self.by.remove(i);
-                }
+        if let Some(m) = self.by.get_mut(&i) {
+            m.remove(k);
+            if m.is_empty() {
+                self.by.remove(&i);
             }
         }
     }
@@ -167,11 +157,6 @@ where
 
     fn index(&self) -> std::sync::RwLockReadGuard<'_, Index<K>> {
         self.index.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The objects of namespace `ns`.
-    pub fn in_namespace(&self, ns: &str) -> Vec<Arc<K>> {
-        self.index().get(&format!("ns/{ns}"))
     }
 
     /// The objects whose controller (ownerReference with controller: true) has `uid`.
@@ -279,5 +264,52 @@ impl Informers {
             }
         });
         informer
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::Pod;
+
+    fn pod(name: &str, owner: Option<&str>) -> Arc<Pod> {
+        let mut v = serde_json::json!({"metadata": {"name": name, "namespace": "d"}});
+        if let Some(uid) = owner {
+            v["metadata"]["ownerReferences"] = serde_json::json!([
+                {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": "other"},
+                {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": uid, "controller": true}]);
+        }
+        Arc::new(serde_json::from_value(v).expect("pod"))
+    }
+
+    fn names(v: Vec<Arc<Pod>>) -> Vec<String> {
+        let mut n: Vec<String> = v.iter().filter_map(|p| p.metadata.name.clone()).collect();
+        n.sort();
+        n
+    }
+
+    #[test]
+    fn index_follows_controllers_and_orphans() {
+        let mut ix = Index::default();
+        ix.insert(pod("a", Some("u1")));
+        ix.insert(pod("b", Some("u1")));
+        ix.insert(pod("c", None));
+        assert_eq!(names(ix.get("ctrl/u1")), ["a", "b"]);
+        assert_eq!(names(ix.get("orphan/d")), ["c"]);
+        assert!(
+            ix.get("ctrl/other").is_empty(),
+            "only the controller counts"
+        );
+        // released, adopted elsewhere, deleted
+        ix.insert(pod("a", None));
+        ix.insert(pod("c", Some("u2")));
+        ix.remove(&pod("b", Some("u1")));
+        assert!(ix.get("ctrl/u1").is_empty());
+        assert!(!ix.by.contains_key("ctrl/u1"), "empty entries go");
+        assert_eq!(names(ix.get("orphan/d")), ["a"]);
+        assert_eq!(names(ix.get("ctrl/u2")), ["c"]);
+        ix.rebuild(vec![pod("z", None)]);
+        assert_eq!(names(ix.get("orphan/d")), ["z"]);
+        assert!(ix.get("ctrl/u2").is_empty());
     }
 }

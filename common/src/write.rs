@@ -52,3 +52,19 @@ pub async fn patch<K: kube::Resource, P: Serialize + std::fmt::Debug>(
     .map_err(kube::Error::BuildRequest)?;
     send(client, req).await
 }
+
+/// Merge-patch the status of `name`; an object already gone is no error (its
+/// status has nobody left to read it).
+pub async fn merge_status<K: kube::Resource>(
+    client: &Client,
+    api: &Api<K>,
+    name: &str,
+    patch: &serde_json::Value,
+) -> kube::Result<()> {
+    let pp = PatchParams::default();
+    match self::patch(client, api, name, Some("status"), &pp, &Patch::Merge(patch)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
+}

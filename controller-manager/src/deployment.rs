@@ -806,20 +806,7 @@ impl Controller {
         if rev_changed {
             patch["metadata"] = json!({"annotations": {REVISION: rev.unwrap_or(0).to_string()}});
         }
-        match common::write::patch(
-            &self.client,
-            &api,
-            name,
-            Some("status"),
-            &PatchParams::default(),
-            &Patch::Merge(patch),
-        )
-        .await
-        {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        Ok(common::write::merge_status(&self.client, &api, name, &patch).await?)
     }
 }
 

@@ -563,20 +563,8 @@ impl Controller {
         let ns = rs.metadata.namespace.as_deref().unwrap_or_default();
         let api: Api<ReplicaSet> = Api::namespaced(self.client.clone(), ns);
         let name = rs.metadata.name.as_deref().unwrap_or_default();
-        match common::write::patch(
-            &self.client,
-            &api,
-            name,
-            Some("status"),
-            &PatchParams::default(),
-            &Patch::Merge(&json!({"status": status})),
-        )
-        .await
-        {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        let patch = json!({"status": status});
+        Ok(common::write::merge_status(&self.client, &api, name, &patch).await?)
     }
 }
 
