@@ -44,6 +44,8 @@ pub struct Index<K> {
     by: HashMap<String, HashMap<String, Arc<K>>>,
     /// object key -> its index key
     key_of: HashMap<String, String>,
+    /// kept up to date only once somebody read it (most informers never are)
+    enabled: bool,
 }
 
 impl<K> Default for Index<K> {
@@ -51,6 +53,7 @@ impl<K> Default for Index<K> {
         Index {
             by: HashMap::new(),
             key_of: HashMap::new(),
+            enabled: false,
         }
     }
 }
@@ -79,6 +82,9 @@ impl<K: Resource> Index<K> {
     }
 
     fn insert(&mut self, o: Arc<K>) {
+        if !self.enabled {
+            return;
+        }
         let k = Self::object_key(&o);
         self.remove_key(&k);
         let i = Self::index_key(&o);
@@ -87,7 +93,9 @@ impl<K: Resource> Index<K> {
     }
 
     fn remove(&mut self, o: &K) {
-        self.remove_key(&Self::object_key(o));
+        if self.enabled {
+            self.remove_key(&Self::object_key(o));
+        }
     }
 
     fn remove_key(&mut self, k: &str) {
@@ -102,8 +110,12 @@ impl<K: Resource> Index<K> {
         }
     }
 
+    /// Index `all` from scratch, keeping it up to date from now on.
     fn rebuild(&mut self, all: Vec<Arc<K>>) {
-        *self = Index::default();
+        *self = Index {
+            enabled: true,
+            ..Index::default()
+        };
         for o in all {
             self.insert(o);
         }
@@ -155,8 +167,19 @@ where
         *self.synced.borrow()
     }
 
+    /// The index, built from the store on the first read: events the
+    /// informer applies meanwhile are in the store, or wait for the lock.
     fn index(&self) -> std::sync::RwLockReadGuard<'_, Index<K>> {
-        self.index.read().unwrap_or_else(|p| p.into_inner())
+        let read = || self.index.read().unwrap_or_else(|p| p.into_inner());
+        if read().enabled {
+            return read();
+        }
+        let mut w = self.index.write().unwrap_or_else(|p| p.into_inner());
+        if !w.enabled {
+            w.rebuild(self.store.state());
+        }
+        drop(w);
+        read()
     }
 
     /// The objects whose controller (ownerReference with controller: true) has `uid`.
@@ -247,7 +270,11 @@ impl Informers {
                             let _ = changes.send(Change::Deleted(Arc::new(o)));
                         }
                         Some(Ok(watcher::Event::InitDone)) => {
-                            index.write().unwrap_or_else(|p| p.into_inner()).rebuild(store.state());
+                            let mut ix = index.write().unwrap_or_else(|p| p.into_inner());
+                            if ix.enabled {
+                                ix.rebuild(store.state());
+                            }
+                            drop(ix);
                             synced_tx.send_replace(true);
                         }
                         Some(Ok(watcher::Event::Init)) => {}
@@ -292,6 +319,11 @@ mod tests {
     fn index_follows_controllers_and_orphans() {
         let mut ix = Index::default();
         ix.insert(pod("a", Some("u1")));
+        assert!(
+            ix.get("ctrl/u1").is_empty(),
+            "an index nobody read is not kept"
+        );
+        ix.rebuild(vec![pod("a", Some("u1"))]);
         ix.insert(pod("b", Some("u1")));
         ix.insert(pod("c", None));
         assert_eq!(names(ix.get("ctrl/u1")), ["a", "b"]);
