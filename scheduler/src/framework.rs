@@ -149,6 +149,11 @@ impl Snapshot {
     pub fn get(&self, name: &str) -> Option<&Arc<NodeInfo>> {
         self.by_name.get(name).and_then(|&i| self.nodes.get(i))
     }
+
+    /// Every node, borrowed (what PreScore takes when all nodes are feasible).
+    pub fn infos(&self) -> Vec<&NodeInfo> {
+        self.nodes.iter().map(|n| &**n).collect()
+    }
 }
 
 /// Per-cycle data plugins pass from PreFilter/PreScore to Filter/Score.
@@ -195,7 +200,7 @@ pub trait PreScore: Plugin {
         &self,
         state: &mut CycleState,
         pod: &Pod,
-        nodes: &[Arc<NodeInfo>],
+        nodes: &[&NodeInfo],
         snapshot: &Snapshot,
     ) -> Status;
 }

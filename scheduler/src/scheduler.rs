@@ -233,7 +233,8 @@ impl Profile {
             .filter(|f| !skip_filters.contains(&f.name()))
             .collect();
         let outcomes = self.run_filters(&filters, &state, pod, snap, start, want);
-        let mut feasible: Vec<Arc<NodeInfo>> = Vec::new();
+        // borrowed from the snapshot: no reference count touched per node
+        let mut feasible: Vec<&NodeInfo> = Vec::new();
         let mut examined = 0;
         // in node order from `start`, as a sequential search would have seen
         // them; what parallel workers examined past the cut-off is ignored
@@ -244,7 +245,7 @@ impl Profile {
             examined = i + 1;
             let node = &snap.nodes[(start + i) % n];
             let Some((plugin, st)) = failed else {
-                feasible.push(node.clone());
+                feasible.push(node);
                 continue;
             };
             match st.code {
@@ -280,15 +281,23 @@ impl Profile {
                 return Err(diag);
             }
         }
-        let mut totals = vec![0i64; feasible.len()];
-        for (plugin, weight) in &self.scores {
-            let mut scores = Vec::with_capacity(feasible.len());
-            for node in &feasible {
-                scores.push(plugin.score(&state, pod, node).unwrap_or(0));
+        // node by node, every plugin while the node is at hand (each node is a
+        // cache miss at thousands of nodes), then each plugin's normalisation
+        let mut scores: Vec<Vec<i64>> = self
+            .scores
+            .iter()
+            .map(|_| Vec::with_capacity(feasible.len()))
+            .collect();
+        for node in &feasible {
+            for ((plugin, _), s) in self.scores.iter().zip(scores.iter_mut()) {
+                s.push(plugin.score(&state, pod, node).unwrap_or(0));
             }
-            plugin.normalize(&state, pod, &mut scores);
-            for (t, s) in totals.iter_mut().zip(scores) {
-                *t += s * weight;
+        }
+        let mut totals = vec![0i64; feasible.len()];
+        for ((plugin, weight), mut s) in self.scores.iter().zip(scores) {
+            plugin.normalize(&state, pod, &mut s);
+            for (t, v) in totals.iter_mut().zip(s) {
+                *t += v * weight;
             }
         }
         // the highest total; ties broken at random (reservoir sampling)

@@ -422,7 +422,7 @@ impl PreScore for InterPodAffinity {
         &self,
         state: &mut CycleState,
         pod: &Pod,
-        _: &[Arc<NodeInfo>],
+        _: &[&NodeInfo],
         snapshot: &Snapshot,
     ) -> Status {
         let has_preferred =
@@ -721,7 +721,7 @@ mod tests {
         assert!(pl.filter(&st, &plain, &snap.nodes[0]).is_success());
         let mut st = CycleState::default();
         assert_eq!(
-            pl.pre_score(&mut st, &plain, &snap.nodes, &snap).code,
+            pl.pre_score(&mut st, &plain, &snap.infos(), &snap).code,
             Code::Skip
         );
 
@@ -764,7 +764,7 @@ mod tests {
     fn scores(p: &Pod, snap: &Snapshot) -> Vec<i64> {
         let pl = InterPodAffinity::default();
         let mut st = CycleState::default();
-        pl.pre_score(&mut st, p, &snap.nodes, snap);
+        pl.pre_score(&mut st, p, &snap.infos(), snap);
         let mut s: Vec<i64> = snap
             .nodes
             .iter()

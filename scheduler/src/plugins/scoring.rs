@@ -4,7 +4,6 @@
 //! images, discounted by how widely they are spread).
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
 
@@ -117,7 +116,7 @@ impl PreScore for ImageLocality {
         &self,
         state: &mut CycleState,
         pod: &Pod,
-        _: &[Arc<NodeInfo>],
+        _: &[&NodeInfo],
         snap: &Snapshot,
     ) -> Status {
         let counts: HashMap<String, usize> = pod_images(pod)
@@ -161,6 +160,7 @@ mod tests {
     use super::*;
     use crate::cache::node_info;
     use serde_json::json;
+    use std::sync::Arc;
 
     fn node(v: serde_json::Value) -> Arc<NodeInfo> {
         Arc::new(node_info(
@@ -220,7 +220,7 @@ mod tests {
         )
         .expect("pod");
         let mut st = CycleState::default();
-        ImageLocality.pre_score(&mut st, &p, &snap.nodes, &snap);
+        ImageLocality.pre_score(&mut st, &p, &snap.infos(), &snap);
         let (a, b) = (
             ImageLocality.score(&st, &p, &with).expect("s"),
             ImageLocality.score(&st, &p, &without).expect("s"),

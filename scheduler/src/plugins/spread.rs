@@ -9,7 +9,6 @@
 //! StatefulSet): a pod without constraints is skipped.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Pod, TopologySpreadConstraint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
@@ -263,7 +262,7 @@ impl PreScore for PodTopologySpread {
         &self,
         state: &mut CycleState,
         pod: &Pod,
-        nodes: &[Arc<NodeInfo>],
+        nodes: &[&NodeInfo],
         snapshot: &Snapshot,
     ) -> Status {
         let cs = constraints(pod, "ScheduleAnyway");
@@ -379,6 +378,7 @@ mod tests {
     use crate::cache::node_info;
     use crate::framework::Code;
     use serde_json::json;
+    use std::sync::Arc;
 
     fn app_pod(name: &str, app: &str) -> Arc<Pod> {
         Arc::new(
@@ -650,7 +650,7 @@ mod tests {
         );
         assert_eq!(
             PodTopologySpread
-                .pre_score(&mut st, &plain, &snap.nodes, &snap)
+                .pre_score(&mut st, &plain, &snap.infos(), &snap)
                 .code,
             Code::Skip
         );
@@ -661,7 +661,7 @@ mod tests {
         let p = incoming(zone_constraint(1, "DoNotSchedule"), json!({}));
         assert_eq!(
             PodTopologySpread
-                .pre_score(&mut st, &p, &snap.nodes, &snap)
+                .pre_score(&mut st, &p, &snap.infos(), &snap)
                 .code,
             Code::Skip
         );
@@ -679,7 +679,7 @@ mod tests {
         let p = incoming(zone_constraint(1, "ScheduleAnyway"), json!({}));
         let mut st = CycleState::default();
         assert!(PodTopologySpread
-            .pre_score(&mut st, &p, &snap.nodes, &snap)
+            .pre_score(&mut st, &p, &snap.infos(), &snap)
             .is_success());
         let mut scores: Vec<i64> = snap
             .nodes
