@@ -3,13 +3,14 @@
 //! meanwhile never change what one cycle sees; the cache copies its list only
 //! when a snapshot still holds it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 
 use crate::framework::{NodeInfo, Snapshot};
 use crate::plugins::core::host_ports;
+use crate::plugins::interpod::{has_any_terms, required_anti_affinity};
 use crate::plugins::scoring::node_images;
 use crate::resources::{allocatable, pod_requests};
 
@@ -34,6 +35,8 @@ pub fn node_info(node: Arc<Node>, pods: Vec<Arc<Pod>>) -> NodeInfo {
         requested: Default::default(),
         non_zero_requested: Default::default(),
         used_ports: Default::default(),
+        anti_pods: 0,
+        term_pods: 0,
     };
     for p in pods {
         add_pod(&mut info, p);
@@ -54,6 +57,8 @@ fn add_pod(info: &mut NodeInfo, p: Arc<Pod>) {
     info.non_zero_requested.milli_cpu += nz.milli_cpu;
     info.non_zero_requested.memory += nz.memory;
     info.used_ports.extend(host_ports(&p));
+    info.anti_pods += u32::from(!required_anti_affinity(&p).is_empty());
+    info.term_pods += u32::from(has_any_terms(&p));
     info.pods.push(p);
 }
 
@@ -92,6 +97,9 @@ pub struct Cache {
     index: Arc<HashMap<String, usize>>,
     /// image -> number of nodes holding it
     images: Arc<HashMap<String, usize>>,
+    /// nodes whose pods carry required anti-affinity terms / any terms
+    anti_nodes: Arc<BTreeSet<usize>>,
+    term_nodes: Arc<BTreeSet<usize>>,
 }
 
 impl Cache {
@@ -103,6 +111,29 @@ impl Cache {
             .map(|(i, n)| (n.name().to_string(), i))
             .collect();
         self.index = Arc::new(index);
+        self.anti_nodes = Arc::default();
+        self.term_nodes = Arc::default();
+        for i in 0..self.infos.len() {
+            self.note_terms(i);
+        }
+    }
+
+    /// Keep the sets of nodes with affinity terms in step with node `i`'s info.
+    fn note_terms(&mut self, i: usize) {
+        let Some(info) = self.infos.get(i) else {
+            return;
+        };
+        let (anti, any) = (info.anti_pods > 0, info.term_pods > 0);
+        for (set, on) in [(&mut self.anti_nodes, anti), (&mut self.term_nodes, any)] {
+            if set.contains(&i) != on {
+                let s = Arc::make_mut(set);
+                if on {
+                    s.insert(i);
+                } else {
+                    s.remove(&i);
+                }
+            }
+        }
     }
 
     /// Recompute one node's info from its pods.
@@ -116,17 +147,22 @@ impl Cache {
             .map(|m| m.values().cloned().collect())
             .unwrap_or_default();
         let info = Arc::new(node_info(n, pods));
-        let old = match self.index.get(node).copied() {
-            Some(i) => Some(std::mem::replace(
-                &mut Arc::make_mut(&mut self.infos)[i],
-                info.clone(),
-            )),
+        let (old, at) = match self.index.get(node).copied() {
+            Some(i) => (
+                Some(std::mem::replace(
+                    &mut Arc::make_mut(&mut self.infos)[i],
+                    info.clone(),
+                )),
+                i,
+            ),
             None => {
                 Arc::make_mut(&mut self.infos).push(info.clone());
-                Arc::make_mut(&mut self.index).insert(node.to_string(), self.infos.len() - 1);
-                None
+                let i = self.infos.len() - 1;
+                Arc::make_mut(&mut self.index).insert(node.to_string(), i);
+                (None, i)
             }
         };
+        self.note_terms(at);
         let old_images = old.map(|o| o.images.clone()).unwrap_or_default();
         if !Arc::ptr_eq(&old_images, &info.images) && *old_images != *info.images {
             self.count_images(&old_images, -1);
@@ -179,7 +215,10 @@ impl Cache {
             .insert(key, pod.clone());
         match (previous, self.index.get(node).copied()) {
             // a new pod on a known node: add it to the node's info without a rebuild
-            (None, Some(i)) => add_pod(Arc::make_mut(&mut Arc::make_mut(&mut self.infos)[i]), pod),
+            (None, Some(i)) => {
+                add_pod(Arc::make_mut(&mut Arc::make_mut(&mut self.infos)[i]), pod);
+                self.note_terms(i);
+            }
             // the bind of an assumed pod, or an update nothing here reads:
             // the node's info stays as it is (no copy of the node list)
             (Some(prev), Some(_)) if same_for_scheduling(&prev, &pod) => {}
@@ -225,6 +264,8 @@ impl Cache {
             nodes: self.infos.clone(),
             by_name: self.index.clone(),
             images: self.images.clone(),
+            anti_nodes: self.anti_nodes.clone(),
+            term_nodes: self.term_nodes.clone(),
         }
     }
 }
@@ -238,6 +279,34 @@ mod tests {
     }
     fn node(name: &str) -> Arc<Node> {
         Arc::new(serde_json::from_value(serde_json::json!({"metadata": {"name": name}, "status": {"allocatable": {"cpu": "4", "pods": "10"}}})).expect("node"))
+    }
+
+    #[test]
+    fn nodes_with_affinity_terms_follow_their_pods() {
+        let mut c = Cache::default();
+        c.upsert_node(node("a"));
+        c.upsert_node(node("b"));
+        let anti: Pod = serde_json::from_value(serde_json::json!({"metadata": {"name": "x", "namespace": "d"},
+            "spec": {"containers": [{"name": "c", "image": "i"}], "affinity": {"podAntiAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": [{"labelSelector": {"matchLabels": {"app": "w"}}, "topologyKey": "zone"}]}}}}))
+        .expect("pod");
+        let sets = |c: &Cache| {
+            let s = c.snapshot();
+            let names = |set: &BTreeSet<usize>| -> Vec<String> {
+                set.iter().map(|&i| s.nodes[i].name().to_string()).collect()
+            };
+            (names(&s.anti_nodes), names(&s.term_nodes))
+        };
+        assert_eq!(sets(&c), (vec![], vec![]));
+        c.assume(&anti, "b");
+        assert_eq!(sets(&c), (vec!["b".to_string()], vec!["b".to_string()]));
+        c.upsert_pod(pod("p", "b", "1"));
+        assert_eq!(sets(&c).0, ["b"]);
+        // a node before it goes: the indexes shift and the sets with them
+        c.remove_node("a");
+        assert_eq!(sets(&c), (vec!["b".to_string()], vec!["b".to_string()]));
+        c.remove_pod("d/x");
+        assert_eq!(sets(&c), (vec![], vec![]));
     }
 
     #[test]

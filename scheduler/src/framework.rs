@@ -4,7 +4,7 @@
 //! snapshot. Plugins are pure functions of (pod, node info, cycle state).
 
 use std::any::Any;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -100,6 +100,10 @@ pub struct NodeInfo {
     /// schedulable and without taints: the taint plugins need not look at the
     /// node object (which would cost a cache miss per node per cycle)
     pub plain: bool,
+    /// how many of its pods have required anti-affinity terms, and any
+    /// (anti-)affinity terms at all (InterPodAffinity's starting points)
+    pub anti_pods: u32,
+    pub term_pods: u32,
 }
 
 impl NodeInfo {
@@ -123,6 +127,10 @@ pub struct Snapshot {
     pub by_name: Arc<HashMap<String, usize>>,
     /// image -> how many nodes hold it (ImageLocality's spread)
     pub images: Arc<HashMap<String, usize>>,
+    /// indexes of the nodes holding pods with required anti-affinity terms,
+    /// and of those holding pods with any (anti-)affinity terms
+    pub anti_nodes: Arc<BTreeSet<usize>>,
+    pub term_nodes: Arc<BTreeSet<usize>>,
 }
 
 impl Snapshot {
@@ -139,7 +147,19 @@ impl Snapshot {
                 *images.entry(img.clone()).or_insert(0) += 1;
             }
         }
+        let with = |f: fn(&NodeInfo) -> bool| {
+            Arc::new(
+                nodes
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, n)| f(n))
+                    .map(|(i, _)| i)
+                    .collect(),
+            )
+        };
         Snapshot {
+            anti_nodes: with(|n| n.anti_pods > 0),
+            term_nodes: with(|n| n.term_pods > 0),
             nodes: Arc::new(nodes),
             by_name: Arc::new(by_name),
             images: Arc::new(images),

@@ -14,7 +14,6 @@
 //! `mismatchLabelKeys` on affinity terms.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, Weak};
 
 use common::selectors::label_selector_matches;
 use k8s_openapi::api::core::v1::{Affinity, Pod, PodAffinityTerm, WeightedPodAffinityTerm};
@@ -92,7 +91,7 @@ fn required_affinity(pod: &Pod) -> &[PodAffinityTerm] {
         .unwrap_or_default()
 }
 
-fn required_anti_affinity(pod: &Pod) -> &[PodAffinityTerm] {
+pub fn required_anti_affinity(pod: &Pod) -> &[PodAffinityTerm] {
     affinity(pod)
         .and_then(|a| a.pod_anti_affinity.as_ref())
         .and_then(|a| {
@@ -123,7 +122,7 @@ fn preferred_anti_affinity(pod: &Pod) -> &[WeightedPodAffinityTerm] {
 }
 
 /// Does the pod carry any pod affinity or anti-affinity term?
-fn has_any_terms(pod: &Pod) -> bool {
+pub fn has_any_terms(pod: &Pod) -> bool {
     !required_affinity(pod).is_empty()
         || !required_anti_affinity(pod).is_empty()
         || !preferred_affinity(pod).is_empty()
@@ -218,51 +217,18 @@ struct FilterState {
     snapshot: Snapshot,
 }
 
-/// Per node slot of the snapshot: the node info last seen there, and whether
-/// its pods carry (required anti-affinity, any affinity) terms. Holding a
-/// Weak keeps the allocation from being reused, so an equal pointer means the
-/// very same, unchanged node info (the cache moves or copies a node info it
-/// changes while anyone else refers to it).
-struct Slot {
-    info: Weak<NodeInfo>,
-    required_anti: bool,
-    any: bool,
-}
-
 #[derive(Default)]
-pub struct InterPodAffinity {
-    memo: Mutex<Vec<Slot>>,
-}
+pub struct InterPodAffinity;
 
 impl InterPodAffinity {
     /// Indexes of the nodes holding pods with required anti-affinity terms,
-    /// and of those holding pods with any affinity term.
+    /// and of those holding pods with any affinity term (kept by the cache
+    /// as pods come and go, instead of a walk over every node per cycle).
     fn nodes_with_terms(&self, snap: &Snapshot) -> (Vec<usize>, Vec<usize>) {
-        let mut memo = self.memo.lock().unwrap_or_else(|p| p.into_inner());
-        memo.truncate(snap.nodes.len());
-        let (mut required_anti, mut any) = (Vec::new(), Vec::new());
-        for (i, info) in snap.nodes.iter().enumerate() {
-            let fresh = || Slot {
-                info: Arc::downgrade(info),
-                required_anti: info
-                    .pods
-                    .iter()
-                    .any(|p| !required_anti_affinity(p).is_empty()),
-                any: info.pods.iter().any(|p| has_any_terms(p)),
-            };
-            if i >= memo.len() {
-                memo.push(fresh());
-            } else if !std::ptr::eq(memo[i].info.as_ptr(), Arc::as_ptr(info)) {
-                memo[i] = fresh();
-            }
-            if memo[i].required_anti {
-                required_anti.push(i);
-            }
-            if memo[i].any {
-                any.push(i);
-            }
-        }
-        (required_anti, any)
+        (
+            snap.anti_nodes.iter().copied().collect(),
+            snap.term_nodes.iter().copied().collect(),
+        )
     }
 }
 
@@ -490,6 +456,7 @@ mod tests {
     use crate::cache::node_info;
     use crate::framework::Code;
     use serde_json::json;
+    use std::sync::Arc;
 
     fn pod(v: serde_json::Value) -> Pod {
         serde_json::from_value(v).expect("pod")
@@ -536,7 +503,7 @@ mod tests {
 
     /// Run PreFilter and Filter on every node: (node, code, reason) for each.
     fn filter_all(p: &Pod, snap: &Snapshot) -> Vec<(String, Code, String)> {
-        let pl = InterPodAffinity::default();
+        let pl = InterPodAffinity;
         let mut st = CycleState::default();
         let pre = pl.pre_filter(&mut st, p, snap);
         snap.nodes
@@ -715,7 +682,7 @@ mod tests {
     fn skip_without_terms_and_preemption_trial() {
         let plain = labelled("p", json!({"app": "web"}), json!(null));
         let snap = cluster(vec![("a1", Some("a"), vec![plain.clone()])]);
-        let pl = InterPodAffinity::default();
+        let pl = InterPodAffinity;
         let mut st = CycleState::default();
         assert_eq!(pl.pre_filter(&mut st, &plain, &snap).code, Code::Skip);
         assert!(pl.filter(&st, &plain, &snap.nodes[0]).is_success());
@@ -743,7 +710,7 @@ mod tests {
 
     #[test]
     fn memo_follows_changed_nodes() {
-        let pl = InterPodAffinity::default();
+        let pl = InterPodAffinity;
         let loner = labelled(
             "l",
             json!({"app": "l"}),
@@ -762,7 +729,7 @@ mod tests {
 
     /// Run PreScore, Score and normalize over every node of the snapshot.
     fn scores(p: &Pod, snap: &Snapshot) -> Vec<i64> {
-        let pl = InterPodAffinity::default();
+        let pl = InterPodAffinity;
         let mut st = CycleState::default();
         pl.pre_score(&mut st, p, &snap.infos(), snap);
         let mut s: Vec<i64> = snap

@@ -58,7 +58,7 @@ pub fn profile(cfg: &ProfileConfig, percentage: u32) -> Profile {
         p.scores.push((spread, weight("PodTopologySpread", 2)));
     }
     if on("InterPodAffinity") {
-        let affinity = Arc::new(interpod::InterPodAffinity::default());
+        let affinity = Arc::new(interpod::InterPodAffinity);
         p.pre_filters.push(affinity.clone());
         p.filters.push(affinity.clone());
         p.pre_scores.push(affinity.clone());
