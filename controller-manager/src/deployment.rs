@@ -471,7 +471,7 @@ impl Controller {
             EventType::Normal,
             "ScalingReplicaSet",
             &format!(
-                "Scaled {dir} replica set {} to {to} from {from}",
+                "Scaled {dir} replica set {} from {from} to {to}",
                 rs.metadata.name.as_deref().unwrap_or_default()
             ),
         );

@@ -534,7 +534,9 @@ async fn deployments_roll_out_and_back() {
         "involvedObject.kind=Deployment",
     ]);
     assert!(
-        events.contains("ScalingReplicaSet") && events.contains("Scaled up replica set roll-"),
+        events.contains("ScalingReplicaSet")
+            && events.contains("Scaled up replica set roll-")
+            && events.contains(" from 0 to 3"),
         "{events}"
     );
     ready.abort();
