@@ -509,19 +509,11 @@ pub(crate) fn entry(value: &[u8], rev: i64) -> Option<Entry> {
         Some(m) => serde_json::from_str(m.get()).ok()?,
         None => RawObject(Vec::new()),
     };
-    let labels = match meta.get("labels") {
-        Some(l) => serde_json::from_str::<Option<BTreeMap<String, serde_json::Value>>>(l.get())
-            .ok()
-            .flatten()
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|(k, v)| match v {
-                serde_json::Value::String(s) => Some((k, s)),
-                _ => None,
-            })
-            .collect(),
-        None => BTreeMap::new(),
-    };
+    let labels = crate::selectors::labels_of(
+        meta.get("labels")
+            .and_then(|l| serde_json::from_str::<serde_json::Value>(l.get()).ok())
+            .as_ref(),
+    );
     let rv = serde_json::to_string(&rev.to_string()).ok()?;
     let rv = RawValue::from_string(rv).ok()?;
     meta.set("resourceVersion", &rv);
@@ -557,15 +549,15 @@ impl<'a> RawObject<'a> {
                 .sum::<usize>(),
         );
         out.push('{');
-        for (i, (k, v)) in self.0.iter().enumerate() {
-            if i > 0 {
+        for (k, v) in &self.0 {
+            // keys were unescaped when read: quote (and escape) them again
+            let Ok(key) = serde_json::to_string(k.as_ref()) else {
+                continue;
+            };
+            if out.len() > 1 {
                 out.push(',');
             }
-            // a key that needs no escaping is written as is
-            match serde_json::to_string(k.as_ref()) {
-                Ok(q) => out.push_str(&q),
-                Err(_) => continue,
-            }
+            out.push_str(&key);
             out.push(':');
             out.push_str(v.get());
         }

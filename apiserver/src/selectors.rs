@@ -356,7 +356,12 @@ fn find_unescaped(s: &str, pat: &str) -> Option<usize> {
 
 /// metadata.labels of an object as a map (empty when absent or malformed).
 pub fn object_labels(obj: &Value) -> BTreeMap<String, String> {
-    obj.pointer("/metadata/labels")
+    labels_of(obj.pointer("/metadata/labels"))
+}
+
+/// The string members of a `metadata.labels` value (anything else is no labels).
+pub fn labels_of(labels: Option<&Value>) -> BTreeMap<String, String> {
+    labels
         .and_then(Value::as_object)
         .map(|m| {
             m.iter()

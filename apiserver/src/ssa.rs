@@ -336,21 +336,6 @@ const IGNORED_META: &[&str] = &[
     "deletionGracePeriodSeconds",
 ];
 
-/// The object without the fields ownership never covers.
-fn strip(obj: &Value) -> Value {
-    let mut out = obj.clone();
-    if let Some(m) = out.as_object_mut() {
-        m.shift_remove("apiVersion");
-        m.shift_remove("kind");
-        if let Some(meta) = m.get_mut("metadata").and_then(Value::as_object_mut) {
-            for f in IGNORED_META {
-                meta.shift_remove(*f);
-            }
-        }
-    }
-    out
-}
-
 // ---------------------------------------------------------------------------
 // field sets of objects, comparison, merge, removal
 
@@ -362,6 +347,9 @@ fn to_set(kind: &str, v: &Value, path: &mut Path, out: &mut FieldSet) {
                 return;
             }
             for (k, child) in m {
+                if ignored_member(path, k) {
+                    continue;
+                }
                 path.push(Seg::Field(k.clone()));
                 to_set(kind, child, path, out);
                 path.pop();
@@ -401,7 +389,7 @@ fn to_set(kind: &str, v: &Value, path: &mut Path, out: &mut FieldSet) {
 /// The field set of an object (ignored metadata left out).
 fn set_of(kind: &str, obj: &Value) -> FieldSet {
     let mut out = FieldSet::new();
-    to_set(kind, &strip(obj), &mut Vec::new(), &mut out);
+    to_set(kind, obj, &mut Vec::new(), &mut out);
     out
 }
 
@@ -489,7 +477,7 @@ impl Cmp<'_> {
 }
 
 /// Whether a member of the map at `path` is never part of a field set
-/// (what `strip` removes, skipped in place instead of copying the object).
+/// (apiVersion, kind and the metadata no manager owns), skipped in place.
 fn ignored_member(path: &[Seg], name: &str) -> bool {
     match path {
         [] => name == "apiVersion" || name == "kind",

@@ -103,14 +103,14 @@ impl Recorder {
         self.inner.record(obj, typ, reason, message).await
     }
 
-    /// Record an event about `obj` now, returning the written Event.
+    /// Record an event about `obj` now, returning the written Event's metadata.
     pub async fn try_record(
         &self,
         obj: &ObjectReference,
         typ: EventType,
         reason: &str,
         message: &str,
-    ) -> Result<Event, kube::Error> {
+    ) -> Result<ObjectMeta, kube::Error> {
         self.inner.try_record(obj, typ, reason, message).await
     }
 }
@@ -147,45 +147,22 @@ async fn write_queued(inner: Arc<Inner>, mut rx: tokio::sync::mpsc::Receiver<Que
     }
 }
 
-/// What a write of an event answered.
-enum Written {
-    Event(Box<Event>),
-    Meta(Box<ObjectMeta>),
-}
-
 impl Inner {
     async fn record(&self, obj: &ObjectReference, typ: EventType, reason: &str, message: &str) {
-        // nobody reads the written event: its metadata is all we ask back
-        if let Err(e) = self.write(obj, typ, reason, message, false).await {
+        if let Err(e) = self.try_record(obj, typ, reason, message).await {
             tracing::warn!(reason, error = %e, "recording an event");
         }
     }
 
+    /// Create or aggregate the event. Nobody reads the written event back:
+    /// its metadata is all the apiserver is asked to answer.
     async fn try_record(
         &self,
         obj: &ObjectReference,
         typ: EventType,
         reason: &str,
         message: &str,
-    ) -> Result<Event, kube::Error> {
-        match self.write(obj, typ, reason, message, true).await? {
-            Written::Event(e) => Ok(*e),
-            Written::Meta(metadata) => Ok(Event {
-                metadata: *metadata,
-                ..Default::default()
-            }),
-        }
-    }
-
-    /// Create or aggregate the event; the written Event when `full`, else its metadata.
-    async fn write(
-        &self,
-        obj: &ObjectReference,
-        typ: EventType,
-        reason: &str,
-        message: &str,
-        full: bool,
-    ) -> Result<Written, kube::Error> {
+    ) -> Result<ObjectMeta, kube::Error> {
         let ns = obj
             .namespace
             .clone()
@@ -217,24 +194,16 @@ impl Inner {
             let patch = serde_json::json!({"count": count + 1, "lastTimestamp": now});
             let merged: Api<Event> = Api::namespaced(self.client.clone(), &ns_seen);
             let pp = PatchParams::default();
-            let written = if full {
-                merged
-                    .patch(&name, &pp, &Patch::Merge(&patch))
-                    .await
-                    .map(|e| Written::Event(Box::new(e)))
-            } else {
-                crate::write::patch(
-                    &self.client,
-                    &merged,
-                    &name,
-                    None,
-                    &pp,
-                    &Patch::Merge(&patch),
-                )
-                .await
-                .map(|m| Written::Meta(Box::new(m)))
-            };
-            match written {
+            match crate::write::patch(
+                &self.client,
+                &merged,
+                &name,
+                None,
+                &pp,
+                &Patch::Merge(&patch),
+            )
+            .await
+            {
                 Ok(ev) => {
                     self.seen
                         .lock()
@@ -273,14 +242,7 @@ impl Inner {
             reporting_instance: self.host.clone(),
             ..Default::default()
         };
-        let pp = PostParams::default();
-        let created = if full {
-            Written::Event(Box::new(api.create(&pp, &ev).await?))
-        } else {
-            Written::Meta(Box::new(
-                crate::write::create(&self.client, &api, &pp, &ev).await?,
-            ))
-        };
+        let created = crate::write::create(&self.client, &api, &PostParams::default(), &ev).await?;
         self.seen
             .lock()
             .unwrap_or_else(|p| p.into_inner())
