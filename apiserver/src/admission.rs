@@ -310,7 +310,23 @@ pub fn priority(ctx: &Ctx<'_>, obj: &mut Value) -> crate::error::ApiResult<()> {
     let Some(res) = crate::registry::lookup("scheduling.k8s.io", "v1", "priorityclasses") else {
         return Ok(());
     };
-    let classes: Vec<Value> = ctx
+    /// The fields of a PriorityClass admission reads; the rest is skipped unparsed.
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Class {
+        metadata: ClassMeta,
+        #[serde(default)]
+        value: i64,
+        #[serde(default)]
+        global_default: bool,
+        preemption_policy: Option<String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct ClassMeta {
+        #[serde(default)]
+        name: String,
+    }
+    let classes: Vec<Class> = ctx
         .api
         .cache
         .list(&res.key(&ctx.api.prefix, None, ""), None, 0, &|_, _| true)
@@ -327,12 +343,13 @@ pub fn priority(ctx: &Ctx<'_>, obj: &mut Value) -> crate::error::ApiResult<()> {
     if ctx.res.kind == "PriorityClass" {
         if obj.get("globalDefault").and_then(Value::as_bool) == Some(true) {
             let me = name_of(obj);
-            if let Some(other) = classes.iter().find(|c| {
-                c.get("globalDefault").and_then(Value::as_bool) == Some(true) && name_of(c) != me
-            }) {
+            if let Some(other) = classes
+                .iter()
+                .find(|c| c.global_default && c.metadata.name != me)
+            {
                 return Err(ApiError::forbidden(format!(
                     "priorityclasses.scheduling.k8s.io {me:?} is forbidden: PriorityClass {} is already marked as default. Only one default can exist",
-                    name_of(other)
+                    other.metadata.name
                 )));
             }
         }
@@ -345,14 +362,11 @@ pub fn priority(ctx: &Ctx<'_>, obj: &mut Value) -> crate::error::ApiResult<()> {
     let wanted = spec
         .get("priorityClassName")
         .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
+        .unwrap_or_default();
     let class = if wanted.is_empty() {
-        classes
-            .iter()
-            .find(|c| c.get("globalDefault").and_then(Value::as_bool) == Some(true))
+        classes.iter().find(|c| c.global_default)
     } else {
-        match classes.iter().find(|c| name_of(c) == wanted) {
+        match classes.iter().find(|c| c.metadata.name == wanted) {
             Some(c) => Some(c),
             None => {
                 return Err(ApiError::forbidden(format!(
@@ -363,13 +377,12 @@ pub fn priority(ctx: &Ctx<'_>, obj: &mut Value) -> crate::error::ApiResult<()> {
     };
     let (value, policy) = match class {
         Some(c) => {
-            spec.insert("priorityClassName".into(), name_of(c).into());
+            spec.insert("priorityClassName".into(), c.metadata.name.clone().into());
             (
-                c.get("value").and_then(Value::as_i64).unwrap_or(0),
-                c.get("preemptionPolicy")
-                    .and_then(Value::as_str)
-                    .unwrap_or("PreemptLowerPriority")
-                    .to_string(),
+                c.value,
+                c.preemption_policy
+                    .clone()
+                    .unwrap_or_else(|| "PreemptLowerPriority".to_string()),
             )
         }
         None => (0, "PreemptLowerPriority".to_string()),

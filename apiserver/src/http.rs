@@ -906,7 +906,7 @@ fn object_response(
 ) -> Response<Body> {
     match out {
         Output::Table => json_response(code, &table_of(res, &[obj], None, q)),
-        Output::Pom => json_response(code, &partial(&obj)),
+        Output::Pom => respond(code, "application/json", partial_bytes(&obj)),
         Output::Yaml => respond(
             code,
             "application/yaml",
@@ -918,6 +918,23 @@ fn object_response(
 
 fn partial(obj: &Value) -> Value {
     json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj["metadata"]})
+}
+
+/// `obj` as a PartialObjectMetadata, encoded without copying its metadata.
+fn partial_bytes(obj: &Value) -> Vec<u8> {
+    #[derive(serde::Serialize)]
+    struct Pom<'a> {
+        kind: &'static str,
+        #[serde(rename = "apiVersion")]
+        api_version: &'static str,
+        metadata: &'a Value,
+    }
+    serde_json::to_vec(&Pom {
+        kind: "PartialObjectMetadata",
+        api_version: "meta.k8s.io/v1",
+        metadata: &obj["metadata"],
+    })
+    .unwrap_or_default()
 }
 
 fn table_of(res: &Resource, objs: &[Value], meta: Option<Value>, q: &Query) -> Value {
@@ -1296,7 +1313,7 @@ fn watch_object(res: &Resource, data: &[u8], out: Output, q: &Query) -> Option<V
     };
     match out {
         Output::Table => serde_json::to_vec(&table_of(res, &[value()?], None, q)).ok(),
-        Output::Pom => serde_json::to_vec(&partial(&value()?)).ok(),
+        Output::Pom => Some(partial_bytes(&value()?)),
         _ if res.group == "events.k8s.io" => serde_json::to_vec(&value()?).ok(),
         _ => Some(data.to_vec()),
     }

@@ -103,7 +103,8 @@ impl Recorder {
         self.inner.record(obj, typ, reason, message).await
     }
 
-    /// Record an event about `obj` now, returning the written Event's metadata.
+    /// Record an event about `obj` now, returning the written Event's identity
+    /// (name, namespace, uid, resourceVersion: `write::create`).
     pub async fn try_record(
         &self,
         obj: &ObjectReference,

@@ -1,7 +1,8 @@
 //! Shared informers: one list+watch per resource type per process, whatever
 //! number of controllers read it. Each informer keeps a kube-runtime reflector
 //! store (readers are cheap clones) and broadcasts every change so controllers
-//! can enqueue keys; a periodic resync re-announces every object.
+//! can enqueue keys; a periodic resync re-announces every object. Cached
+//! objects carry no managedFields (upstream's components trim them too).
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
@@ -244,7 +245,11 @@ impl Informers {
         tokio::spawn(async move {
             let stream = reflector::reflector(
                 writer,
-                watcher(api, watcher::Config::default()).default_backoff(),
+                watcher(api, watcher::Config::default())
+                    .default_backoff()
+                    // nobody reads them from a cache: dropped before it keeps
+                    // (or copies) them, as upstream's components trim theirs
+                    .modify(|o| o.meta_mut().managed_fields = None),
             );
             futures::pin_mut!(stream);
             let mut tick =

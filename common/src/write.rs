@@ -6,7 +6,6 @@
 use http::header::{HeaderValue, ACCEPT};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::core::PartialObjectMeta;
 use kube::{Api, Client};
 use serde::Serialize;
 
@@ -14,14 +13,40 @@ use serde::Serialize;
 const METADATA_ONLY: &str =
     "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json";
 
+/// What a writer reads of the answer: the written object's identity. The
+/// rest of its metadata (managedFields above all) is skipped unparsed.
+#[derive(serde::Deserialize)]
+struct Answer {
+    #[serde(default)]
+    metadata: Identity,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct Identity {
+    name: Option<String>,
+    namespace: Option<String>,
+    uid: Option<String>,
+    resource_version: Option<String>,
+    generation: Option<i64>,
+}
+
 async fn send(client: &Client, mut req: http::Request<Vec<u8>>) -> kube::Result<ObjectMeta> {
     req.headers_mut()
         .insert(ACCEPT, HeaderValue::from_static(METADATA_ONLY));
-    let pom: PartialObjectMeta = client.request(req).await?;
-    Ok(pom.metadata)
+    let Answer { metadata: m } = client.request(req).await?;
+    Ok(ObjectMeta {
+        name: m.name,
+        namespace: m.namespace,
+        uid: m.uid,
+        resource_version: m.resource_version,
+        generation: m.generation,
+        ..Default::default()
+    })
 }
 
-/// POST `obj` to `api`'s collection; the created object's metadata.
+/// POST `obj` to `api`'s collection; the created object's name, namespace,
+/// uid, resourceVersion and generation.
 pub async fn create<K: kube::Resource + Serialize>(
     client: &Client,
     api: &Api<K>,
@@ -35,7 +60,8 @@ pub async fn create<K: kube::Resource + Serialize>(
     send(client, req).await
 }
 
-/// PATCH `name` in `api` (its `subresource` when given); the result's metadata.
+/// PATCH `name` in `api` (its `subresource` when given); the result's
+/// identity, as `create`.
 pub async fn patch<K: kube::Resource, P: Serialize + std::fmt::Debug>(
     client: &Client,
     api: &Api<K>,
