@@ -949,11 +949,11 @@ impl Entry {
             && self.get("operation") == "Apply"
             && self.get("subresource").is_empty()
     }
-    fn is_update_of(&self, manager: &str, api_version: &str) -> bool {
+    fn is_update_of(&self, manager: &str, api_version: &str, subresource: &str) -> bool {
         self.get("manager") == manager
             && self.get("operation") == "Update"
             && self.get("apiVersion") == api_version
-            && self.get("subresource").is_empty()
+            && self.get("subresource") == subresource
     }
 }
 
@@ -1300,15 +1300,47 @@ fn trie_node(member: bool, mut children: Vec<(Seg, Value)>) -> Map<String, Value
     m
 }
 
-/// After a non-apply write (create, update, patch) by `manager`: records the fields that changed between `old` (None on create) and `new`
-/// as owned by `manager` with operation "Update" (merging into that manager's existing Update entry), and removes them from other managers' sets.
+/// Who makes a non-apply write, and through what.
+pub struct Writer<'a> {
+    pub manager: &'a str,
+    /// "" for the object itself, else "status", ... (recorded in the entry,
+    /// which is the manager's own for that subresource, as upstream)
+    pub subresource: &'a str,
+    /// The write cannot set status (the object itself of a kind with a status
+    /// subresource: the strategy keeps or resets it), so it owns none of it,
+    /// as upstream's reset fields.
+    pub resets_status: bool,
+}
+
+impl<'a> Writer<'a> {
+    /// `manager` writing the object itself, status included.
+    pub fn of(manager: &'a str) -> Writer<'a> {
+        Writer {
+            manager,
+            subresource: "",
+            resets_status: false,
+        }
+    }
+
+    fn entry(&self, api_version: &str, now: &str, set: FieldSet) -> Entry {
+        let mut e = Entry::new(self.manager, "Update", api_version, now, set);
+        if !self.subresource.is_empty() {
+            e.raw.insert("subresource".into(), self.subresource.into());
+        }
+        e
+    }
+}
+
+/// After a non-apply write (create, update, patch) by `by`: records the fields that changed between `old` (None on create) and `new`
+/// as owned by its manager with operation "Update" (merging into that manager's existing Update entry for the same subresource),
+/// and removes them from other managers' sets.
 /// Writes the result into new's metadata.managedFields. Entries whose field set becomes empty are dropped.
 pub fn track_update(
     kind: &str,
     api_version: &str,
     old: Option<&Value>,
     new: &mut Value,
-    manager: &str,
+    by: &Writer,
     now: &str,
 ) {
     // ownership as the write carries it (a client may edit managedFields), else as stored
@@ -1331,9 +1363,12 @@ pub fn track_update(
     }
     if old.is_none() && entries.is_empty() {
         // a create: one entry, its fields straight from the object
-        let fields = created_fields(kind, new);
+        let mut fields = created_fields(kind, new);
+        if by.resets_status {
+            fields.shift_remove("f:status");
+        }
         let entry = (!fields.is_empty()).then(|| {
-            let mut e = Entry::new(manager, "Update", api_version, now, FieldSet::new()).raw;
+            let mut e = by.entry(api_version, now, FieldSet::new()).raw;
             e.insert("fieldsType".into(), "FieldsV1".into());
             e.insert("fieldsV1".into(), Value::Object(fields));
             Value::Object(e)
@@ -1359,21 +1394,25 @@ pub fn track_update(
     }
     let empty = Value::Object(Map::new());
     let d = diff(kind, old.unwrap_or(&empty), new, true);
-    let changed = d.changed();
+    let mut changed = d.changed();
     for e in entries.iter_mut() {
         e.set
             .retain(|p| !changed.contains(p) && !d.removed.contains(p));
     }
+    if by.resets_status {
+        let status = field("status");
+        changed.retain(|p| p.first() != Some(&status));
+    }
     if !changed.is_empty() {
         match entries
             .iter_mut()
-            .find(|e| e.is_update_of(manager, api_version))
+            .find(|e| e.is_update_of(by.manager, api_version, by.subresource))
         {
             Some(e) => {
                 e.set.extend(changed);
                 e.raw.insert("time".into(), now.into());
             }
-            None => entries.push(Entry::new(manager, "Update", api_version, now, changed)),
+            None => entries.push(by.entry(api_version, now, changed)),
         }
     }
     write_entries(new, entries);
@@ -1444,7 +1483,14 @@ mod tests {
     fn scale(o: &Value, replicas: i64, manager: &str, now: &str) -> Value {
         let mut new = o.clone();
         new["spec"]["replicas"] = json!(replicas);
-        track_update("Deployment", AV, Some(o), &mut new, manager, now);
+        track_update(
+            "Deployment",
+            AV,
+            Some(o),
+            &mut new,
+            &Writer::of(manager),
+            now,
+        );
         new
     }
 
@@ -1671,7 +1717,14 @@ mod tests {
         let mut new = o.clone();
         new["metadata"]["labels"]["a"] = json!("2");
         new["spec"]["template"]["spec"]["containers"][0]["image"] = json!("httpd");
-        track_update("Deployment", AV, Some(&o), &mut new, "editor", T2);
+        track_update(
+            "Deployment",
+            AV,
+            Some(&o),
+            &mut new,
+            &Writer::of("editor"),
+            T2,
+        );
         let err = apply(
             "Deployment",
             AV,
@@ -1700,7 +1753,7 @@ mod tests {
             .as_array_mut()
             .expect("list")
             .push(json!({"name": "side", "image": "busybox"}));
-        track_update("Deployment", AV, Some(&o), &mut side, "b", T1);
+        track_update("Deployment", AV, Some(&o), &mut side, &Writer::of("b"), T1);
         assert_eq!(
             fields(&side, "b", "Update"),
             &json!({"f:spec": {"f:template": {"f:spec": {"f:containers": {
@@ -1774,7 +1827,14 @@ mod tests {
         let o = create(&cfg, "m");
         let mut edited = o.clone();
         edited["spec"]["template"]["spec"]["containers"][0]["args"] = json!(["c"]);
-        track_update("Deployment", AV, Some(&o), &mut edited, "editor", T1);
+        track_update(
+            "Deployment",
+            AV,
+            Some(&o),
+            &mut edited,
+            &Writer::of("editor"),
+            T1,
+        );
         let err =
             apply("Deployment", AV, Some(&edited), &cfg, "m", false, T2).expect_err("conflict");
         assert_eq!(
@@ -1793,7 +1853,7 @@ mod tests {
         let o = json!({"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": "c", "finalizers": ["x"]}, "data": {"k": "v"}});
         let mut o2 = o.clone();
-        track_update("ConfigMap", "v1", None, &mut o2, "creator", T0);
+        track_update("ConfigMap", "v1", None, &mut o2, &Writer::of("creator"), T0);
         let cfg = json!({"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": "c", "finalizers": ["y"]}});
         let o3 = apply("ConfigMap", "v1", Some(&o2), &cfg, "m", false, T1).expect("apply");
@@ -1881,14 +1941,14 @@ mod tests {
         }
         // and through track_update: one Update entry, none for nothing to own
         let mut o = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": "1"}});
-        track_update("ConfigMap", "v1", None, &mut o, "m", T1);
+        track_update("ConfigMap", "v1", None, &mut o, &Writer::of("m"), T1);
         assert_eq!(
             o["metadata"]["managedFields"],
             json!([{"manager": "m", "operation": "Update",
             "apiVersion": "v1", "time": T1, "fieldsType": "FieldsV1", "fieldsV1": {"f:data": {".": {}, "f:a": {}}}}])
         );
         let mut o = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "managedFields": []}});
-        track_update("ConfigMap", "v1", None, &mut o, "m", T1);
+        track_update("ConfigMap", "v1", None, &mut o, &Writer::of("m"), T1);
         assert!(o["metadata"].get("managedFields").is_none());
     }
 
@@ -1896,14 +1956,14 @@ mod tests {
     fn track_update_on_create_marks_new_maps() {
         let mut cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": "c", "labels": {"a": "b"}}, "data": {"a": "1"}});
-        track_update("ConfigMap", "v1", None, &mut cm, "creator", T0);
+        track_update("ConfigMap", "v1", None, &mut cm, &Writer::of("creator"), T0);
         assert_eq!(
             fields(&cm, "creator", "Update"),
             &json!({"f:data": {".": {}, "f:a": {}}, "f:metadata": {"f:labels": {".": {}, "f:a": {}}}})
         );
         let mut d = deploy(1, json!({}));
         d["spec"]["template"]["spec"]["containers"][0]["resources"] = json!({});
-        track_update("Deployment", AV, None, &mut d, "creator", T0);
+        track_update("Deployment", AV, None, &mut d, &Writer::of("creator"), T0);
         let f = fields(&d, "creator", "Update");
         assert!(
             f["f:spec"].get(".").is_none(),
@@ -1923,12 +1983,19 @@ mod tests {
     fn track_update_moves_ownership() {
         let mut cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": "c"}, "data": {"a": "1", "z": "0"}});
-        track_update("ConfigMap", "v1", None, &mut cm, "creator", T0);
+        track_update("ConfigMap", "v1", None, &mut cm, &Writer::of("creator"), T0);
         let old = cm.clone();
         cm["data"]["a"] = json!("2");
         cm["data"]["b"] = json!("3");
         cm["data"].as_object_mut().expect("data").shift_remove("z");
-        track_update("ConfigMap", "v1", Some(&old), &mut cm, "editor", T1);
+        track_update(
+            "ConfigMap",
+            "v1",
+            Some(&old),
+            &mut cm,
+            &Writer::of("editor"),
+            T1,
+        );
         assert_eq!(fields(&cm, "creator", "Update"), &json!({"f:data": {}}));
         assert_eq!(
             fields(&cm, "editor", "Update"),
@@ -1941,7 +2008,14 @@ mod tests {
         // the same manager again: one entry, fields merged, time moved
         let old = cm.clone();
         cm["data"]["c"] = json!("4");
-        track_update("ConfigMap", "v1", Some(&old), &mut cm, "editor", T2);
+        track_update(
+            "ConfigMap",
+            "v1",
+            Some(&old),
+            &mut cm,
+            &Writer::of("editor"),
+            T2,
+        );
         assert_eq!(managers(&cm).len(), 2);
         let e = entry(&cm, "editor", "Update").expect("editor");
         assert_eq!(
@@ -1956,7 +2030,7 @@ mod tests {
             "v1",
             Some(&old),
             &mut cm,
-            "noop",
+            &Writer::of("noop"),
             "2030-01-01T00:00:00Z",
         );
         assert_eq!(cm, old);
@@ -1966,14 +2040,28 @@ mod tests {
     fn reset_managed_fields_stops_tracking_until_apply() {
         let mut cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": "c"}, "data": {"a": "1"}});
-        track_update("ConfigMap", "v1", None, &mut cm, "creator", T0);
+        track_update("ConfigMap", "v1", None, &mut cm, &Writer::of("creator"), T0);
         let old = cm.clone();
         cm["metadata"]["managedFields"] = json!([{}]);
-        track_update("ConfigMap", "v1", Some(&old), &mut cm, "resetter", T1);
+        track_update(
+            "ConfigMap",
+            "v1",
+            Some(&old),
+            &mut cm,
+            &Writer::of("resetter"),
+            T1,
+        );
         assert!(cm["metadata"].get("managedFields").is_none());
         let old = cm.clone();
         cm["data"]["a"] = json!("2");
-        track_update("ConfigMap", "v1", Some(&old), &mut cm, "editor", T1);
+        track_update(
+            "ConfigMap",
+            "v1",
+            Some(&old),
+            &mut cm,
+            &Writer::of("editor"),
+            T1,
+        );
         assert!(cm["metadata"].get("managedFields").is_none());
         // the first apply finds everything owned by "before-first-apply"
         let cfg = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": "3"}});
@@ -1993,11 +2081,18 @@ mod tests {
     fn managed_fields_sent_by_a_client_are_used() {
         let mut cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": "c"}, "data": {"a": "1"}});
-        track_update("ConfigMap", "v1", None, &mut cm, "creator", T0);
+        track_update("ConfigMap", "v1", None, &mut cm, &Writer::of("creator"), T0);
         let old = cm.clone();
         cm["metadata"]["managedFields"] = json!([{"manager": "someone", "operation": "Update",
             "apiVersion": "v1", "time": T0, "fieldsType": "FieldsV1", "fieldsV1": {"f:data": {"f:a": {}}}}]);
-        track_update("ConfigMap", "v1", Some(&old), &mut cm, "editor", T1);
+        track_update(
+            "ConfigMap",
+            "v1",
+            Some(&old),
+            &mut cm,
+            &Writer::of("editor"),
+            T1,
+        );
         assert_eq!(
             managers(&cm),
             vec![("someone".to_string(), "Update".to_string())]
@@ -2104,7 +2199,7 @@ mod tests {
                 AV,
                 Some(&o),
                 &mut new,
-                &format!("u{i:02}"),
+                &Writer::of(&format!("u{i:02}")),
                 &now,
             );
             o = new;
@@ -2238,7 +2333,7 @@ mod tests {
             AV,
             Some(&o),
             &mut s,
-            "kube-controller-manager",
+            &Writer::of("kube-controller-manager"),
             T1,
         );
         // status exists (empty) on any Deployment: no "." for it
@@ -2258,10 +2353,10 @@ mod tests {
     #[test]
     fn update_entries_are_per_api_version() {
         let mut cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": "1"}});
-        track_update("ConfigMap", "v1", None, &mut cm, "m", T0);
+        track_update("ConfigMap", "v1", None, &mut cm, &Writer::of("m"), T0);
         let old = cm.clone();
         cm["data"]["b"] = json!("2");
-        track_update("ConfigMap", "v2", Some(&old), &mut cm, "m", T1);
+        track_update("ConfigMap", "v2", Some(&old), &mut cm, &Writer::of("m"), T1);
         let versions: Vec<&str> = cm["metadata"]["managedFields"]
             .as_array()
             .into_iter()
@@ -2287,5 +2382,61 @@ mod tests {
             fields(&o, "m", "Apply"),
             &json!({"f:data": {"f:a": {}, "f:c": {}}})
         );
+    }
+
+    #[test]
+    fn status_is_owned_through_its_subresource_only() {
+        // a create of the object itself owns no status, though the object has one
+        let main = Writer {
+            manager: "kubectl-create",
+            subresource: "",
+            resets_status: true,
+        };
+        let mut d = deploy(3, json!({"app": "d"}));
+        d["status"] = json!({"replicas": 0});
+        track_update("Deployment", AV, None, &mut d, &main, T0);
+        assert!(fields(&d, "kubectl-create", "Update")["f:spec"].is_object());
+        assert!(fields(&d, "kubectl-create", "Update")["f:status"].is_null());
+        // the controller's status write: its own entry, marked with the subresource
+        let status = Writer {
+            manager: "kube-controller-manager",
+            subresource: "status",
+            resets_status: false,
+        };
+        let mut s = d.clone();
+        s["status"] = json!({"replicas": 3, "readyReplicas": 3});
+        track_update("Deployment", AV, Some(&d), &mut s, &status, T1);
+        let entries = s["metadata"]["managedFields"].as_array().expect("entries");
+        let kcm: Vec<&Value> = entries
+            .iter()
+            .filter(|e| e["manager"] == "kube-controller-manager")
+            .collect();
+        assert_eq!(kcm.len(), 1, "{entries:?}");
+        assert_eq!(kcm[0]["subresource"], "status");
+        assert_eq!(
+            kcm[0]["fieldsV1"],
+            json!({"f:status": {"f:readyReplicas": {}, "f:replicas": {}}})
+        );
+        // the same manager writing the object itself gets a second entry, without one
+        let main_kcm = Writer {
+            manager: "kube-controller-manager",
+            subresource: "",
+            resets_status: true,
+        };
+        let mut a = s.clone();
+        a["metadata"]["annotations"] = json!({"deployment.kubernetes.io/revision": "1"});
+        track_update("Deployment", AV, Some(&s), &mut a, &main_kcm, T2);
+        let entries = a["metadata"]["managedFields"].as_array().expect("entries");
+        let subs: Vec<(&str, Option<&str>)> = entries
+            .iter()
+            .filter(|e| e["manager"] == "kube-controller-manager")
+            .map(|e| {
+                (
+                    e["time"].as_str().unwrap_or_default(),
+                    e["subresource"].as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(subs, vec![(T1, Some("status")), (T2, None)], "{entries:?}");
     }
 }

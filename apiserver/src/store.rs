@@ -388,7 +388,11 @@ pub async fn create(ctx: &Ctx<'_>, mut obj: Value) -> ApiResult<Value> {
         &ctx.res.api_version(),
         None,
         &mut obj,
-        &ctx.manager,
+        &ssa::Writer {
+            manager: &ctx.manager,
+            subresource: "",
+            resets_status: ctx.res.subresources.contains(&"status"),
+        },
         &now(),
     );
     if ctx.dry_run {
@@ -541,7 +545,11 @@ async fn write_update(
             &ctx.res.api_version(),
             Some(old),
             &mut new,
-            &ctx.manager,
+            &ssa::Writer {
+                manager: &ctx.manager,
+                subresource: sub.unwrap_or_default(),
+                resets_status: sub.is_none() && ctx.res.subresources.contains(&"status"),
+            },
             &now(),
         );
     }
