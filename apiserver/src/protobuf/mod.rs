@@ -309,8 +309,23 @@ impl Decoder {
 /// Go writes every non-pointer field to protobuf, zero or not, where its
 /// JSON form leaves a zero `omitempty` field out: an empty string or a false
 /// boolean in the wire format means "not set" (`hostname: ""` is no hostname)
-/// except for the pointer fields where the zero value is a choice of its own.
+/// except for the pointer fields where the zero value is a choice of its own;
+/// a zero number only for the non-pointer `omitempty` integers named here
+/// (`replicas: 0` is a pointer's choice, `generation: 0` is no generation).
 fn unset(json_name: &str, v: &Value) -> bool {
+    const ZERO_MEANS_UNSET: &[&str] = &[
+        "generation",
+        "observedGeneration",
+        "hostPort",
+        "nodePort",
+        "healthCheckNodePort",
+        "minReadySeconds",
+        "initialDelaySeconds",
+        "timeoutSeconds",
+        "periodSeconds",
+        "successThreshold",
+        "failureThreshold",
+    ];
     const EMPTY_STRING_MEANS_SOMETHING: &[&str] = &["storageClassName", "ingressClassName"];
     const FALSE_MEANS_SOMETHING: &[&str] = &[
         "automountServiceAccountToken",
@@ -327,6 +342,7 @@ fn unset(json_name: &str, v: &Value) -> bool {
     match v {
         Value::String(s) => s.is_empty() && !EMPTY_STRING_MEANS_SOMETHING.contains(&json_name),
         Value::Bool(false) => !FALSE_MEANS_SOMETHING.contains(&json_name),
+        Value::Number(n) => n.as_i64() == Some(0) && ZERO_MEANS_UNSET.contains(&json_name),
         _ => false,
     }
 }
@@ -450,6 +466,7 @@ mod tests {
         match (av, kind) {
             ("v1", "ConfigMap") => Some("io.k8s.api.core.v1.ConfigMap".into()),
             ("v1", "Service") => Some("io.k8s.api.core.v1.Service".into()),
+            ("apps/v1", "Deployment") => Some("io.k8s.api.apps.v1.Deployment".into()),
             _ => None,
         }
     }
@@ -466,6 +483,16 @@ mod tests {
             .expect("decode");
         assert_eq!(v["metadata"], serde_json::json!({"name": "cfg"}));
         assert_eq!(v["immutable"], false);
+        // generation 0 and minReadySeconds 0 as Go writes them; replicas 0 (a
+        // pointer: zero is a choice)
+        let meta = [ld(1, b"d"), vi(7, 0)].concat();
+        let spec = [vi(1, 0), vi(5, 0)].concat();
+        let raw = [ld(1, &meta), ld(2, &spec)].concat();
+        let v = d
+            .decode(&envelope("apps/v1", "Deployment", &raw), &schema_of)
+            .expect("decode");
+        assert_eq!(v["metadata"], serde_json::json!({"name": "d"}));
+        assert_eq!(v["spec"], serde_json::json!({"replicas": 0}));
     }
 
     #[test]
@@ -499,6 +526,7 @@ mod tests {
             ld(1, b"http"),
             vi(3, 80),
             ld(4, &[vi(1, 1), ld(3, b"web")].concat()),
+            vi(5, 0),
         ]
         .concat();
         let spec = [ld(1, &port), ld(3, b"10.0.0.9"), ld(4, b"ClusterIP")].concat();
