@@ -2,6 +2,7 @@
 //! pods are created and their status written by hand (no kubelet), and the
 //! controllers' objects are read back with kube-rs and the real kubectl.
 
+use std::collections::BTreeSet;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -419,9 +420,10 @@ fn mark_pods_ready(client: kube::Client, ns: &str) -> tokio::task::JoinHandle<()
     })
 }
 
-fn images(ts: &TestServer) -> String {
+/// The ReplicaSets of app=`app` as "image=replicas@revision ...".
+fn images(ts: &TestServer, app: &str) -> String {
     ts.kubectl_ok(&[
-        "get", "rs", "-l", "app=roll", "-o",
+        "get", "rs", "-l", &format!("app={app}"), "-o",
         "jsonpath={range .items[*]}{.spec.template.spec.containers[0].image}={.spec.replicas}@{.metadata.annotations.deployment\\.kubernetes\\.io/revision} {end}",
     ])
 }
@@ -446,7 +448,7 @@ async fn deployments_roll_out_and_back() {
     assert!(out.contains("successfully rolled out"), "{out}");
     let get = ts.kubectl_ok(&["get", "deploy", "roll"]);
     assert!(get.contains("3/3"), "{get}");
-    assert_eq!(images(&ts).trim(), "busybox:1=3@1");
+    assert_eq!(images(&ts, "roll").trim(), "busybox:1=3@1");
 
     // a new image rolls out through a second ReplicaSet
     // count ready pods through the whole rollout: maxUnavailable 0 means never below 3
@@ -479,7 +481,7 @@ async fn deployments_roll_out_and_back() {
     ts.kubectl_ok(&["set", "image", "deployment/roll", "c=busybox:2"]);
     let out = ts.kubectl_ok(&["rollout", "status", "deployment/roll", "--timeout=60s"]);
     assert!(out.contains("successfully rolled out"), "{out}");
-    let rs = images(&ts);
+    let rs = images(&ts, "roll");
     assert!(
         rs.contains("busybox:2=3@2") && rs.contains("busybox:1=0@1"),
         "{rs}"
@@ -507,11 +509,13 @@ async fn deployments_roll_out_and_back() {
     // rollout undo brings the first template back as revision 3
     ts.kubectl_ok(&["rollout", "undo", "deployment/roll"]);
     ts.kubectl_ok(&["rollout", "status", "deployment/roll", "--timeout=60s"]);
-    let rs = images(&ts);
+    let rs = images(&ts, "roll");
     assert!(
         rs.contains("busybox:1=3@3") && rs.contains("busybox:2=0@2"),
         "{rs}"
     );
+    // the first ReplicaSet came back, no third one was made
+    assert_eq!(rs.split_whitespace().count(), 2, "{rs}");
     let history = ts.kubectl_ok(&["rollout", "history", "deployment/roll"]);
     assert!(history.contains('2') && history.contains('3'), "{history}");
 
@@ -520,12 +524,16 @@ async fn deployments_roll_out_and_back() {
     ts.kubectl_ok(&["set", "image", "deployment/roll", "c=busybox:3"]);
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(
-        !images(&ts).contains("busybox:3"),
+        !images(&ts, "roll").contains("busybox:3"),
         "a paused Deployment rolled out"
     );
     ts.kubectl_ok(&["rollout", "resume", "deployment/roll"]);
     ts.kubectl_ok(&["rollout", "status", "deployment/roll", "--timeout=60s"]);
-    assert!(images(&ts).contains("busybox:3=3@4"), "{}", images(&ts));
+    assert!(
+        images(&ts, "roll").contains("busybox:3=3@4"),
+        "{}",
+        images(&ts, "roll")
+    );
 
     let events = ts.kubectl_ok(&[
         "get",
@@ -538,6 +546,21 @@ async fn deployments_roll_out_and_back() {
             && events.contains("Scaled up replica set roll-")
             && events.contains(" from 0 to 3"),
         "{events}"
+    );
+
+    // the same for a Deployment `kubectl create` sent as protobuf (Go writes
+    // zero fields there that its JSON leaves out)
+    ts.kubectl_ok(&["create", "deployment", "pb", "--image=busybox:1"]);
+    ts.kubectl_ok(&["rollout", "status", "deployment/pb", "--timeout=60s"]);
+    ts.kubectl_ok(&["set", "image", "deployment/pb", "busybox=busybox:2"]);
+    ts.kubectl_ok(&["rollout", "status", "deployment/pb", "--timeout=60s"]);
+    ts.kubectl_ok(&["rollout", "undo", "deployment/pb"]);
+    ts.kubectl_ok(&["rollout", "status", "deployment/pb", "--timeout=60s"]);
+    let sets = images(&ts, "pb");
+    assert_eq!(
+        sets.split_whitespace().collect::<BTreeSet<_>>(),
+        BTreeSet::from(["busybox:1=1@3", "busybox:2=0@2"]),
+        "{sets}"
     );
     ready.abort();
 }
