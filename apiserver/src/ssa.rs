@@ -32,8 +32,23 @@ use crate::strategic::{is_primitive_merge_list, merge_key};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Conflict {
+    /// The other manager as upstream prints it: `"name"`, then ` with
+    /// subresource "status"` when it wrote through one, then ` using apps/v1`
+    /// when its entry is an Update (an applier's version is not part of it).
     pub manager: String,
     pub field: String,
+}
+
+/// A managedFields entry's manager as conflicts name it (see `Conflict`).
+fn describe_manager(e: &Entry) -> String {
+    let mut s = format!("{:?}", e.get("manager"));
+    if !e.get("subresource").is_empty() {
+        s.push_str(&format!(" with subresource {:?}", e.get("subresource")));
+    }
+    if e.get("operation") == "Update" {
+        s.push_str(&format!(" using {}", e.get("apiVersion")));
+    }
+    s
 }
 
 #[derive(Debug)]
@@ -45,11 +60,11 @@ pub enum ApplyError {
 }
 
 impl ApplyError {
-    pub fn message(&self, api_version: &str) -> String {
+    pub fn message(&self) -> String {
         match self {
             ApplyError::Invalid(m) => m.clone(),
             ApplyError::Conflicts(cs) if cs.len() == 1 => format!(
-                "Apply failed with 1 conflict: conflict with \"{}\" using {api_version}: {}",
+                "Apply failed with 1 conflict: conflict with {}: {}",
                 cs[0].manager, cs[0].field
             ),
             ApplyError::Conflicts(cs) => {
@@ -63,7 +78,7 @@ impl ApplyError {
                 }
                 let mut lines = Vec::new();
                 for (manager, fields) in by_manager {
-                    lines.push(format!("conflicts with \"{manager}\" using {api_version}:"));
+                    lines.push(format!("conflicts with {manager}:"));
                     for f in fields {
                         lines.push(format!("- {f}"));
                     }
@@ -1188,7 +1203,7 @@ pub fn apply(
         }
         for p in e.set.intersection(&changed) {
             let c = Conflict {
-                manager: e.get("manager").to_string(),
+                manager: describe_manager(e),
                 field: render(p),
             };
             if !conflicts.contains(&c) {
@@ -1628,14 +1643,14 @@ mod tests {
             ApplyError::Conflicts(cs) => assert_eq!(
                 cs,
                 &vec![Conflict {
-                    manager: "kubectl-client-side-apply".into(),
+                    manager: "\"kubectl-client-side-apply\" using apps/v1".into(),
                     field: ".spec.replicas".into()
                 }]
             ),
             ApplyError::Invalid(m) => panic!("{m}"),
         }
         assert_eq!(
-            err.message(AV),
+            err.message(),
             "Apply failed with 1 conflict: conflict with \"kubectl-client-side-apply\" using apps/v1: .spec.replicas"
         );
     }
@@ -1699,7 +1714,10 @@ mod tests {
             T2,
         )
         .expect_err("conflict");
-        assert!(err.message(AV).contains("\"scaler\""));
+        assert_eq!(
+            err.message(),
+            "Apply failed with 1 conflict: conflict with \"scaler\" using apps/v1: .spec.replicas"
+        );
         // giving the field up leaves it to the co-owner
         let mut cfg = deploy(5, json!({}));
         cfg["spec"]
@@ -1736,7 +1754,7 @@ mod tests {
         )
         .expect_err("conflicts");
         assert_eq!(
-            err.message(AV),
+            err.message(),
             "Apply failed with 3 conflicts: conflicts with \"editor\" using apps/v1:\n\
              - .metadata.labels.a\n\
              - .spec.template.spec.containers[name=\"web\"].image\n\
@@ -1838,7 +1856,7 @@ mod tests {
         let err =
             apply("Deployment", AV, Some(&edited), &cfg, "m", false, T2).expect_err("conflict");
         assert_eq!(
-            err.message(AV),
+            err.message(),
             "Apply failed with 1 conflict: conflict with \"editor\" using apps/v1: .spec.template.spec.containers[name=\"web\"].args"
         );
         let o = apply("Deployment", AV, Some(&edited), &cfg, "m", true, T2).expect("force");
@@ -2067,7 +2085,7 @@ mod tests {
         let cfg = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": "3"}});
         let err = apply("ConfigMap", "v1", Some(&cm), &cfg, "m", false, T2).expect_err("conflict");
         assert_eq!(
-            err.message("v1"),
+            err.message(),
             "Apply failed with 1 conflict: conflict with \"before-first-apply\" using v1: .data.a"
         );
         let o = apply("ConfigMap", "v1", Some(&cm), &cfg, "m", true, T2).expect("forced");
@@ -2105,7 +2123,7 @@ mod tests {
             "spec": {"template": {"spec": {"containers": [{"image": "x"}]}}}});
         match apply("Deployment", AV, None, &bad, "m", false, T0) {
             Err(e @ ApplyError::Invalid(_)) => assert_eq!(
-                e.message(AV),
+                e.message(),
                 "failed to create typed patch object (apps/v1, Kind=Deployment): .spec.template.spec.containers: element 0: associative list with keys has an element that omits key field \"name\" (and doesn't have default value)"
             ),
             other => panic!("{other:?}"),
@@ -2114,10 +2132,10 @@ mod tests {
             "spec": {"template": {"spec": {"containers": [{"name": "a"}, {"name": "a"}]}}}});
         match apply("Deployment", AV, None, &dup, "m", false, T0) {
             Err(e @ ApplyError::Invalid(_)) => assert!(
-                e.message(AV)
+                e.message()
                     .ends_with("duplicate entries for key [name=\"a\"]"),
                 "{}",
-                e.message(AV)
+                e.message()
             ),
             other => panic!("{other:?}"),
         }
@@ -2438,5 +2456,58 @@ mod tests {
             })
             .collect();
         assert_eq!(subs, vec![(T1, Some("status")), (T2, None)], "{entries:?}");
+    }
+
+    #[test]
+    fn a_conflict_names_the_subresource_the_other_manager_wrote_through() {
+        let mut o = deploy(1, json!({}));
+        track_update("Deployment", AV, None, &mut o, &Writer::of("creator"), T0);
+        let scale = Writer {
+            manager: "kubectl",
+            subresource: "scale",
+            resets_status: true,
+        };
+        let mut scaled = o.clone();
+        scaled["spec"]["replicas"] = json!(3);
+        track_update("Deployment", AV, Some(&o), &mut scaled, &scale, T1);
+        let err = apply(
+            "Deployment",
+            AV,
+            Some(&scaled),
+            &deploy(2, json!({})),
+            "deployer",
+            false,
+            T2,
+        )
+        .expect_err("conflict");
+        assert_eq!(
+            err.message(),
+            "Apply failed with 1 conflict: conflict with \"kubectl\" with subresource \"scale\" using apps/v1: .spec.replicas"
+        );
+        // an applier is named without a version
+        let forced = apply(
+            "Deployment",
+            AV,
+            Some(&scaled),
+            &deploy(2, json!({})),
+            "deployer",
+            true,
+            T2,
+        )
+        .expect("forced");
+        let err = apply(
+            "Deployment",
+            AV,
+            Some(&forced),
+            &deploy(7, json!({})),
+            "other",
+            false,
+            T2,
+        )
+        .expect_err("conflict");
+        assert_eq!(
+            err.message(),
+            "Apply failed with 1 conflict: conflict with \"deployer\": .spec.replicas"
+        );
     }
 }

@@ -815,12 +815,12 @@ async fn create_applied(ctx: &Ctx<'_>, obj: Value) -> ApiResult<Value> {
 }
 
 fn apply_error(ctx: &Ctx, e: &ssa::ApplyError) -> ApiError {
-    let msg = e.message(&ctx.res.api_version());
+    let msg = e.message();
     match e {
         ssa::ApplyError::Conflicts(cs) => {
             let causes: Vec<Value> = cs
                 .iter()
-                .map(|c| json!({"reason": "FieldManagerConflict", "message": format!("conflict with \"{}\"", c.manager), "field": c.field}))
+                .map(|c| json!({"reason": "FieldManagerConflict", "message": format!("conflict with {}", c.manager), "field": c.field}))
                 .collect();
             let mut err = ApiError::new(409, "Conflict", msg);
             err.details = Some(json!({"causes": causes}));
@@ -1258,7 +1258,20 @@ pub async fn update_scale(
         webhooks::validate(ctx, &attrs, Some(&scale), Some(&old_scale)).await?;
         let mut new = old.clone();
         new["spec"]["replicas"] = replicas.into();
-        match write_update(ctx, name, None, &kv, &old, new, true, false, cached, false).await? {
+        match write_update(
+            ctx,
+            name,
+            Some("scale"),
+            &kv,
+            &old,
+            new,
+            true,
+            false,
+            cached,
+            false,
+        )
+        .await?
+        {
             Write::Done(v) => return Ok(to_scale(&v)),
             Write::Retry => continue,
         }
