@@ -499,6 +499,8 @@ fn health_metrics_and_token_auth() {
     // a bearer token from the token file authenticates
     let out = std::process::Command::new(common::kubectl_path())
         .args([
+            // no credentials from the caller's KUBECONFIG or ~/.kube/config
+            "--kubeconfig=/dev/null",
             "--server",
             &ts.url(),
             "--insecure-skip-tls-verify",
@@ -520,6 +522,8 @@ fn health_metrics_and_token_auth() {
     );
     let out = std::process::Command::new(common::kubectl_path())
         .args([
+            // no credentials from the caller's KUBECONFIG or ~/.kube/config
+            "--kubeconfig=/dev/null",
             "--server",
             &ts.url(),
             "--insecure-skip-tls-verify",
