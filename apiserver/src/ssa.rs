@@ -2460,6 +2460,17 @@ mod tests {
 
     #[test]
     fn a_conflict_names_the_subresource_the_other_manager_wrote_through() {
+        let apply_replicas = |o: &Value, n: i64, manager: &str, force: bool| {
+            apply(
+                "Deployment",
+                AV,
+                Some(o),
+                &deploy(n, json!({})),
+                manager,
+                force,
+                T2,
+            )
+        };
         let mut o = deploy(1, json!({}));
         track_update("Deployment", AV, None, &mut o, &Writer::of("creator"), T0);
         let scale = Writer {
@@ -2470,41 +2481,14 @@ mod tests {
         let mut scaled = o.clone();
         scaled["spec"]["replicas"] = json!(3);
         track_update("Deployment", AV, Some(&o), &mut scaled, &scale, T1);
-        let err = apply(
-            "Deployment",
-            AV,
-            Some(&scaled),
-            &deploy(2, json!({})),
-            "deployer",
-            false,
-            T2,
-        )
-        .expect_err("conflict");
+        let err = apply_replicas(&scaled, 2, "deployer", false).expect_err("conflict");
         assert_eq!(
             err.message(),
             "Apply failed with 1 conflict: conflict with \"kubectl\" with subresource \"scale\" using apps/v1: .spec.replicas"
         );
         // an applier is named without a version
-        let forced = apply(
-            "Deployment",
-            AV,
-            Some(&scaled),
-            &deploy(2, json!({})),
-            "deployer",
-            true,
-            T2,
-        )
-        .expect("forced");
-        let err = apply(
-            "Deployment",
-            AV,
-            Some(&forced),
-            &deploy(7, json!({})),
-            "other",
-            false,
-            T2,
-        )
-        .expect_err("conflict");
+        let forced = apply_replicas(&scaled, 2, "deployer", true).expect("forced");
+        let err = apply_replicas(&forced, 7, "other", false).expect_err("conflict");
         assert_eq!(
             err.message(),
             "Apply failed with 1 conflict: conflict with \"deployer\": .spec.replicas"
