@@ -736,7 +736,7 @@ pub async fn patch(
                     force,
                     &now(),
                 )
-                .map_err(|e| apply_error(ctx, &e))?;
+                .map_err(|e| apply_error(&e))?;
                 let created = create_applied(ctx, obj).await?;
                 return Ok((created, true));
             }
@@ -814,7 +814,7 @@ async fn create_applied(ctx: &Ctx<'_>, obj: Value) -> ApiResult<Value> {
     Ok(created)
 }
 
-fn apply_error(ctx: &Ctx, e: &ssa::ApplyError) -> ApiError {
+fn apply_error(e: &ssa::ApplyError) -> ApiError {
     let msg = e.message();
     match e {
         ssa::ApplyError::Conflicts(cs) => {
@@ -879,7 +879,7 @@ fn apply_patch(
                 force,
                 &now(),
             )
-            .map_err(|e| apply_error(ctx, &e))
+            .map_err(|e| apply_error(&e))
         }
     }
 }
