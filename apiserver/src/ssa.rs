@@ -1450,6 +1450,18 @@ mod tests {
     const T1: &str = "2026-01-01T00:01:00Z";
     const T2: &str = "2026-01-01T00:02:00Z";
 
+    /// An update of the object itself by `manager`, status included.
+    fn update(
+        kind: &str,
+        av: &str,
+        old: Option<&Value>,
+        new: &mut Value,
+        manager: &str,
+        now: &str,
+    ) {
+        track_update(kind, av, old, new, &Writer::of(manager), now);
+    }
+
     fn deploy(replicas: i64, labels: Value) -> Value {
         json!({"apiVersion": AV, "kind": "Deployment",
             "metadata": {"name": "d", "namespace": "ns", "labels": labels},
@@ -1498,14 +1510,7 @@ mod tests {
     fn scale(o: &Value, replicas: i64, manager: &str, now: &str) -> Value {
         let mut new = o.clone();
         new["spec"]["replicas"] = json!(replicas);
-        track_update(
-            "Deployment",
-            AV,
-            Some(o),
-            &mut new,
-            &Writer::of(manager),
-            now,
-        );
+        update("Deployment", AV, Some(o), &mut new, manager, now);
         new
     }
 
@@ -1735,14 +1740,7 @@ mod tests {
         let mut new = o.clone();
         new["metadata"]["labels"]["a"] = json!("2");
         new["spec"]["template"]["spec"]["containers"][0]["image"] = json!("httpd");
-        track_update(
-            "Deployment",
-            AV,
-            Some(&o),
-            &mut new,
-            &Writer::of("editor"),
-            T2,
-        );
+        update("Deployment", AV, Some(&o), &mut new, "editor", T2);
         let err = apply(
             "Deployment",
             AV,
@@ -1771,7 +1769,7 @@ mod tests {
             .as_array_mut()
             .expect("list")
             .push(json!({"name": "side", "image": "busybox"}));
-        track_update("Deployment", AV, Some(&o), &mut side, &Writer::of("b"), T1);
+        update("Deployment", AV, Some(&o), &mut side, "b", T1);
         assert_eq!(
             fields(&side, "b", "Update"),
             &json!({"f:spec": {"f:template": {"f:spec": {"f:containers": {
@@ -1845,14 +1843,7 @@ mod tests {
         let o = create(&cfg, "m");
         let mut edited = o.clone();
         edited["spec"]["template"]["spec"]["containers"][0]["args"] = json!(["c"]);
-        track_update(
-            "Deployment",
-            AV,
-            Some(&o),
-            &mut edited,
-            &Writer::of("editor"),
-            T1,
-        );
+        update("Deployment", AV, Some(&o), &mut edited, "editor", T1);
         let err =
             apply("Deployment", AV, Some(&edited), &cfg, "m", false, T2).expect_err("conflict");
         assert_eq!(
@@ -1871,7 +1862,7 @@ mod tests {
         let o = json!({"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": "c", "finalizers": ["x"]}, "data": {"k": "v"}});
         let mut o2 = o.clone();
-        track_update("ConfigMap", "v1", None, &mut o2, &Writer::of("creator"), T0);
+        update("ConfigMap", "v1", None, &mut o2, "creator", T0);
         let cfg = json!({"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": "c", "finalizers": ["y"]}});
         let o3 = apply("ConfigMap", "v1", Some(&o2), &cfg, "m", false, T1).expect("apply");
@@ -1959,14 +1950,14 @@ mod tests {
         }
         // and through track_update: one Update entry, none for nothing to own
         let mut o = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": "1"}});
-        track_update("ConfigMap", "v1", None, &mut o, &Writer::of("m"), T1);
+        update("ConfigMap", "v1", None, &mut o, "m", T1);
         assert_eq!(
             o["metadata"]["managedFields"],
             json!([{"manager": "m", "operation": "Update",
             "apiVersion": "v1", "time": T1, "fieldsType": "FieldsV1", "fieldsV1": {"f:data": {".": {}, "f:a": {}}}}])
         );
         let mut o = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "managedFields": []}});
-        track_update("ConfigMap", "v1", None, &mut o, &Writer::of("m"), T1);
+        update("ConfigMap", "v1", None, &mut o, "m", T1);
         assert!(o["metadata"].get("managedFields").is_none());
     }
 
@@ -1974,14 +1965,14 @@ mod tests {
     fn track_update_on_create_marks_new_maps() {
         let mut cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": "c", "labels": {"a": "b"}}, "data": {"a": "1"}});
-        track_update("ConfigMap", "v1", None, &mut cm, &Writer::of("creator"), T0);
+        update("ConfigMap", "v1", None, &mut cm, "creator", T0);
         assert_eq!(
             fields(&cm, "creator", "Update"),
             &json!({"f:data": {".": {}, "f:a": {}}, "f:metadata": {"f:labels": {".": {}, "f:a": {}}}})
         );
         let mut d = deploy(1, json!({}));
         d["spec"]["template"]["spec"]["containers"][0]["resources"] = json!({});
-        track_update("Deployment", AV, None, &mut d, &Writer::of("creator"), T0);
+        update("Deployment", AV, None, &mut d, "creator", T0);
         let f = fields(&d, "creator", "Update");
         assert!(
             f["f:spec"].get(".").is_none(),
@@ -2001,19 +1992,12 @@ mod tests {
     fn track_update_moves_ownership() {
         let mut cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": "c"}, "data": {"a": "1", "z": "0"}});
-        track_update("ConfigMap", "v1", None, &mut cm, &Writer::of("creator"), T0);
+        update("ConfigMap", "v1", None, &mut cm, "creator", T0);
         let old = cm.clone();
         cm["data"]["a"] = json!("2");
         cm["data"]["b"] = json!("3");
         cm["data"].as_object_mut().expect("data").shift_remove("z");
-        track_update(
-            "ConfigMap",
-            "v1",
-            Some(&old),
-            &mut cm,
-            &Writer::of("editor"),
-            T1,
-        );
+        update("ConfigMap", "v1", Some(&old), &mut cm, "editor", T1);
         assert_eq!(fields(&cm, "creator", "Update"), &json!({"f:data": {}}));
         assert_eq!(
             fields(&cm, "editor", "Update"),
@@ -2026,14 +2010,7 @@ mod tests {
         // the same manager again: one entry, fields merged, time moved
         let old = cm.clone();
         cm["data"]["c"] = json!("4");
-        track_update(
-            "ConfigMap",
-            "v1",
-            Some(&old),
-            &mut cm,
-            &Writer::of("editor"),
-            T2,
-        );
+        update("ConfigMap", "v1", Some(&old), &mut cm, "editor", T2);
         assert_eq!(managers(&cm).len(), 2);
         let e = entry(&cm, "editor", "Update").expect("editor");
         assert_eq!(
@@ -2043,12 +2020,12 @@ mod tests {
         assert_eq!(e["time"], T2);
         // a write that changes nothing keeps everything as it was
         let old = cm.clone();
-        track_update(
+        update(
             "ConfigMap",
             "v1",
             Some(&old),
             &mut cm,
-            &Writer::of("noop"),
+            "noop",
             "2030-01-01T00:00:00Z",
         );
         assert_eq!(cm, old);
@@ -2058,28 +2035,14 @@ mod tests {
     fn reset_managed_fields_stops_tracking_until_apply() {
         let mut cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": "c"}, "data": {"a": "1"}});
-        track_update("ConfigMap", "v1", None, &mut cm, &Writer::of("creator"), T0);
+        update("ConfigMap", "v1", None, &mut cm, "creator", T0);
         let old = cm.clone();
         cm["metadata"]["managedFields"] = json!([{}]);
-        track_update(
-            "ConfigMap",
-            "v1",
-            Some(&old),
-            &mut cm,
-            &Writer::of("resetter"),
-            T1,
-        );
+        update("ConfigMap", "v1", Some(&old), &mut cm, "resetter", T1);
         assert!(cm["metadata"].get("managedFields").is_none());
         let old = cm.clone();
         cm["data"]["a"] = json!("2");
-        track_update(
-            "ConfigMap",
-            "v1",
-            Some(&old),
-            &mut cm,
-            &Writer::of("editor"),
-            T1,
-        );
+        update("ConfigMap", "v1", Some(&old), &mut cm, "editor", T1);
         assert!(cm["metadata"].get("managedFields").is_none());
         // the first apply finds everything owned by "before-first-apply"
         let cfg = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": "3"}});
@@ -2099,18 +2062,11 @@ mod tests {
     fn managed_fields_sent_by_a_client_are_used() {
         let mut cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": "c"}, "data": {"a": "1"}});
-        track_update("ConfigMap", "v1", None, &mut cm, &Writer::of("creator"), T0);
+        update("ConfigMap", "v1", None, &mut cm, "creator", T0);
         let old = cm.clone();
         cm["metadata"]["managedFields"] = json!([{"manager": "someone", "operation": "Update",
             "apiVersion": "v1", "time": T0, "fieldsType": "FieldsV1", "fieldsV1": {"f:data": {"f:a": {}}}}]);
-        track_update(
-            "ConfigMap",
-            "v1",
-            Some(&old),
-            &mut cm,
-            &Writer::of("editor"),
-            T1,
-        );
+        update("ConfigMap", "v1", Some(&old), &mut cm, "editor", T1);
         assert_eq!(
             managers(&cm),
             vec![("someone".to_string(), "Update".to_string())]
@@ -2212,12 +2168,12 @@ mod tests {
             ann.insert(format!("k{i}"), json!("v"));
             new["metadata"]["annotations"] = Value::Object(ann);
             let now = format!("2026-01-01T00:00:{i:02}Z");
-            track_update(
+            update(
                 "Deployment",
                 AV,
                 Some(&o),
                 &mut new,
-                &Writer::of(&format!("u{i:02}")),
+                &format!("u{i:02}"),
                 &now,
             );
             o = new;
@@ -2346,12 +2302,12 @@ mod tests {
         let mut s = o.clone();
         s["status"] =
             json!({"replicas": 1, "conditions": [{"type": "Available", "status": "True"}]});
-        track_update(
+        update(
             "Deployment",
             AV,
             Some(&o),
             &mut s,
-            &Writer::of("kube-controller-manager"),
+            "kube-controller-manager",
             T1,
         );
         // status exists (empty) on any Deployment: no "." for it
@@ -2371,10 +2327,10 @@ mod tests {
     #[test]
     fn update_entries_are_per_api_version() {
         let mut cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": "1"}});
-        track_update("ConfigMap", "v1", None, &mut cm, &Writer::of("m"), T0);
+        update("ConfigMap", "v1", None, &mut cm, "m", T0);
         let old = cm.clone();
         cm["data"]["b"] = json!("2");
-        track_update("ConfigMap", "v2", Some(&old), &mut cm, &Writer::of("m"), T1);
+        update("ConfigMap", "v2", Some(&old), &mut cm, "m", T1);
         let versions: Vec<&str> = cm["metadata"]["managedFields"]
             .as_array()
             .into_iter()
@@ -2472,7 +2428,7 @@ mod tests {
             )
         };
         let mut o = deploy(1, json!({}));
-        track_update("Deployment", AV, None, &mut o, &Writer::of("creator"), T0);
+        update("Deployment", AV, None, &mut o, "creator", T0);
         let scale = Writer {
             manager: "kubectl",
             subresource: "scale",

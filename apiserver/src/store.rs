@@ -122,6 +122,16 @@ impl Ctx<'_> {
         self.res.key(&self.api.prefix, self.ns.as_deref(), name)
     }
 
+    /// This request's manager writing through `sub` (None: the object itself,
+    /// which owns none of a status the kind keeps behind its subresource).
+    fn writer<'a>(&'a self, sub: Option<&'a str>) -> ssa::Writer<'a> {
+        ssa::Writer {
+            manager: &self.manager,
+            subresource: sub.unwrap_or_default(),
+            resets_status: sub.is_none() && self.res.has_sub("status"),
+        }
+    }
+
     pub(crate) fn warn(&self, w: String) {
         if let Ok(mut g) = self.warnings.lock() {
             g.push(w);
@@ -388,11 +398,7 @@ pub async fn create(ctx: &Ctx<'_>, mut obj: Value) -> ApiResult<Value> {
         &ctx.res.api_version(),
         None,
         &mut obj,
-        &ssa::Writer {
-            manager: &ctx.manager,
-            subresource: "",
-            resets_status: ctx.res.subresources.contains(&"status"),
-        },
+        &ctx.writer(None),
         &now(),
     );
     if ctx.dry_run {
@@ -545,11 +551,7 @@ async fn write_update(
             &ctx.res.api_version(),
             Some(old),
             &mut new,
-            &ssa::Writer {
-                manager: &ctx.manager,
-                subresource: sub.unwrap_or_default(),
-                resets_status: sub.is_none() && ctx.res.subresources.contains(&"status"),
-            },
+            &ctx.writer(sub),
             &now(),
         );
     }
